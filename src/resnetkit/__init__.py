@@ -1,0 +1,28 @@
+"""resnetkit: residual networks that are faithful to the papers and fast on the machine at hand."""
+
+from .models import (
+    CheckpointError,
+    count_macs,
+    count_parameters,
+    create_model,
+    freeze_batchnorm,
+    freeze_stages,
+    list_models,
+    load_checkpoint,
+    model_stats,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "__version__",
+    "count_macs",
+    "count_parameters",
+    "create_model",
+    "freeze_batchnorm",
+    "freeze_stages",
+    "list_models",
+    "load_checkpoint",
+    "model_stats",
+]

@@ -1,0 +1,53 @@
+"""``resnetkit`` entry point: dispatches to one module per command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# Command name -> module in resnetkit.cli; each has add_arguments(parser) and run(args) -> int.
+COMMANDS = {
+    "models": "Show the registered models, or one model in detail.",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from resnetkit import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="resnetkit",
+        description="Build, train, evaluate and compare residual networks.",
+    )
+    parser.add_argument("--version", action="version", version=f"resnetkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        module = importlib.import_module(f"resnetkit.cli.{name}_cmd")
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError) as err:
+        # User errors get one clear line; RESNETKIT_DEBUG=1 shows the traceback for bug reports.
+        if os.environ.get("RESNETKIT_DEBUG"):
+            raise
+        print(f"resnetkit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Model registry: ``create_model(name, **kwargs)`` and ``list_models(pattern)``."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    family: str
+    builder: Callable[..., nn.Module]
+    model_class: type
+    description: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(family: str, model_class: type) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a builder under its function name; the docstring's first line describes it.
+
+    ``model_class`` is the class the builder returns; its constructor lists the accepted
+    keyword arguments, which error messages repeat.
+    """
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = fn.__name__
+        if name in _REGISTRY:
+            raise RuntimeError(f"model {name!r} registered twice")
+        doc = (fn.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = ModelEntry(name, family, fn, model_class, doc[0] if doc else "")
+        return fn
+
+    return wrap
+
+
+def list_models(pattern: str | None = None, family: str | None = None) -> list[str]:
+    """Registered model names, optionally filtered by a shell pattern (``resnet*``) or family."""
+    names = sorted(_REGISTRY, key=_natural_key)
+    if pattern:
+        glob = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
+        names = [n for n in names if fnmatch.fnmatch(n, glob)]
+    if family:
+        names = [n for n in names if _REGISTRY[n].family == family]
+    return names
+
+
+def _natural_key(name: str) -> list:
+    # resnet18 < resnet34 < resnet101, not lexicographic order.
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint} (see `resnetkit models` for all {len(_REGISTRY)})")
+    return _REGISTRY[name]
+
+
+def create_model(
+    name: str,
+    *,
+    checkpoint_path: str | Path | None = None,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: a registered name (``list_models()``).
+        checkpoint_path: weights to load (torchvision, timm or resnetkit; .pth/.pt/.safetensors).
+            conv1 is adapted when ``in_chans`` differs and the classifier is re-initialized
+            when ``num_classes`` differs.
+        features_only: return a backbone that outputs a list of feature maps.
+        out_indices: which feature levels ``features_only`` returns (default: all).
+        **kwargs: the builder's keyword arguments (num_classes, in_chans, activation, norm, ...).
+    """
+    entry = get_model_entry(name)
+    try:
+        model = entry.builder(**kwargs)
+    except TypeError as err:
+        if "unexpected keyword argument" in str(err):
+            allowed = _accepted_kwargs(entry.model_class)
+            raise TypeError(f"{name}: {err}; accepted arguments: {', '.join(allowed)}") from None
+        raise
+    model.model_name = name
+    if checkpoint_path is not None:
+        from .weights import load_checkpoint
+
+        load_checkpoint(model, checkpoint_path)
+    if features_only:
+        from .base import FeatureListNet
+
+        return FeatureListNet(model, out_indices)
+    if out_indices is not None:
+        raise ValueError("out_indices is only meaningful with features_only=True")
+    return model
+
+
+def _accepted_kwargs(model_class: type) -> list[str]:
+    params = inspect.signature(model_class.__init__).parameters.values()
+    return [p.name for p in params if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]

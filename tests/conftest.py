@@ -1,0 +1,47 @@
+"""Shared fixtures.
+
+Real data sets live outside the repository (never copy them in). ``RESNETKIT_DATA`` points at
+the folder that holds them; by default it is ``../shared/data`` beside the repository root.
+Tests that need data skip when it is absent, or fail when ``RESNETKIT_REQUIRE_DATA=1``
+(CI machines that are supposed to have the data).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+
+
+def _missing_data(reason: str) -> None:
+    # Skipping silently on a machine that should have the data would hide a broken setup.
+    if os.environ.get("RESNETKIT_REQUIRE_DATA") == "1":
+        pytest.fail(f"{reason} (RESNETKIT_REQUIRE_DATA=1, so this is an error)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """Folder with the real data sets: ``$RESNETKIT_DATA`` or ``<repo>/../shared/data``."""
+    root = Path(os.environ.get("RESNETKIT_DATA", DEFAULT_DATA_ROOT)).expanduser()
+    if not root.is_dir():
+        _missing_data(f"real data not found at {root}; set RESNETKIT_DATA to the folder holding the data sets")
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_path(data_root: Path) -> Callable[[str], Path]:
+    """``data_path("fsdd/recordings")``: a path under ``data_root``, skipping (or failing) when it is missing."""
+
+    def lookup(relative: str) -> Path:
+        path = data_root / relative
+        if not path.exists():
+            _missing_data(f"{relative} not found under {data_root}")
+        return path
+
+    return lookup

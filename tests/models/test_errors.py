@@ -1,0 +1,66 @@
+"""Bad input gets ValueError/TypeError with a message that says what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resnetkit import create_model
+
+
+def test_unknown_model_lists_closest_names():
+    with pytest.raises(ValueError, match=r"unknown model 'resnet51'.*closest: .*resnet50"):
+        create_model("resnet51")
+
+
+def test_unknown_activation_lists_allowed():
+    with pytest.raises(ValueError, match=r"unknown activation 'swishy'.*relu.*gelu.*silu"):
+        create_model("resnet18", activation="swishy")
+
+
+def test_bad_activation_type():
+    with pytest.raises(TypeError, match="activation must be"):
+        create_model("resnet18", activation=3)
+
+
+def test_unknown_norm_lists_allowed():
+    with pytest.raises(ValueError, match=r"unknown norm 'batchy'.*batch, group, layer, instance, none"):
+        create_model("resnet20", norm="batchy")
+
+
+def test_unknown_keyword_lists_accepted_arguments():
+    with pytest.raises(TypeError, match=r"accepted arguments: .*in_chans"):
+        create_model("resnet18", in_channels=1)
+
+
+def test_wrong_channel_count_names_both():
+    model = create_model("resnet18")
+    with pytest.raises(ValueError, match=r"expects 3 input channel\(s\), got 1"):
+        model(torch.randn(1, 1, 64, 64))
+    gray = create_model("resnet20", in_chans=1)
+    with pytest.raises(ValueError, match=r"expects 1 input channel\(s\), got 3"):
+        gray(torch.randn(1, 3, 32, 32))
+
+
+def test_wrong_rank_is_a_clear_error():
+    with pytest.raises(ValueError, match="4-D batch"):
+        create_model("resnet20")(torch.randn(3, 32, 32))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"num_classes": -1}, "num_classes"),
+    ({"in_chans": 0}, "in_chans"),
+    ({"drop_rate": 1.5}, "drop_rate"),
+    ({"global_pool": "median"}, "global pool"),
+    ({"shortcut": "C"}, "shortcut"),
+])
+def test_invalid_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        create_model("resnet20", **kwargs)
+
+
+def test_cifar_depth_must_be_6n_plus_2():
+    from resnetkit.models.cifar_resnet import CifarResNet
+
+    with pytest.raises(ValueError, match="6n\\+2"):
+        CifarResNet(21)
