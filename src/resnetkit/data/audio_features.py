@@ -1,0 +1,872 @@
+"""Batched audio features, normalization and augmentations in pure torch.
+
+Everything here runs on batches on any device (CPU or CUDA) and computes features in
+float32 even inside ``torch.autocast``: log compression of fp16/bf16 power spectra loses
+most of the dynamic range. :class:`LogMelSpectrogram` and :class:`MFCC` reproduce
+``librosa.feature.melspectrogram`` + ``librosa.power_to_db`` and ``librosa.feature.mfcc``
+(librosa 0.11 defaults: Slaney mel scale and area normalization, periodic Hann window,
+centred frames with zero padding); ``tests/data/test_audio_features.py`` states the
+measured agreement.
+
+Random functions take an optional ``torch.Generator``. Random numbers are drawn on the
+generator's device and then moved to the data, so a seeded CPU generator gives the same
+augmentation whether the batch lives on the CPU or a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+WINDOWS = ("hann", "hamming", "blackman")
+PAD_MODES = ("constant", "reflect", "replicate", "circular")
+FEATURE_KINDS = ("logmel", "mfcc")
+NORMALIZE_MODES = ("utterance", "dataset", "none")
+SHIFT_MODES = ("zero", "roll")
+
+Range = Union[float, tuple[float, float]]
+
+
+# --------------------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------------------
+
+
+def _check_int(value: object, name: str, minimum: int = 1) -> int:
+    # bool is an int subclass; n_mels=True is a bug, not one band.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_float(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return float(value)
+
+
+def _check_spectral(
+    owner: str,
+    sample_rate: int,
+    n_fft: int,
+    hop_length: int,
+    win_length: int,
+    n_mels: int,
+    fmin: float,
+    fmax: float,
+    top_db: Optional[float],
+) -> None:
+    """Shared checks of :class:`LogMelSpectrogram` and :class:`FeatureConfig`; messages name the field."""
+    _check_int(sample_rate, f"{owner}.sample_rate")
+    _check_int(n_fft, f"{owner}.n_fft", minimum=2)
+    _check_int(hop_length, f"{owner}.hop_length")
+    _check_int(win_length, f"{owner}.win_length")
+    _check_int(n_mels, f"{owner}.n_mels")
+    if win_length > n_fft:
+        raise ValueError(f"{owner}.n_fft must be >= win_length, got n_fft={n_fft} < win_length={win_length}")
+    fmin = _check_float(fmin, f"{owner}.fmin")
+    fmax = _check_float(fmax, f"{owner}.fmax")
+    if fmin < 0:
+        raise ValueError(f"{owner}.fmin must be >= 0, got {fmin}")
+    if fmax > sample_rate / 2:
+        raise ValueError(
+            f"{owner}.fmax must be <= sample_rate/2 = {sample_rate / 2:g} Hz (Nyquist), got {fmax:g}"
+        )
+    if fmin >= fmax:
+        raise ValueError(f"{owner}.fmin must be < fmax, got fmin={fmin:g} >= fmax={fmax:g}")
+    if top_db is not None and _check_float(top_db, f"{owner}.top_db") <= 0:
+        raise ValueError(f"{owner}.top_db must be None or > 0, got {top_db}")
+
+
+def _check_batch(x: object, name: str, dims: Sequence[int]) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in dims:
+        raise ValueError(f"{name} must have {' or '.join(map(str, dims))} dims, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        # Integer PCM would give features 90 dB off; load_audio returns float in [-1, 1).
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    return x
+
+
+# --------------------------------------------------------------------------------------
+# Random numbers drawn on the generator's device (see module docstring)
+# --------------------------------------------------------------------------------------
+
+
+def _uniform(shape: Sequence[int], generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
+    source = generator.device if generator is not None else device
+    return torch.rand(tuple(shape), generator=generator, device=source).to(device)
+
+
+def _randn(shape: Sequence[int], generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
+    source = generator.device if generator is not None else device
+    return torch.randn(tuple(shape), generator=generator, device=source).to(device)
+
+
+def _sample_range(
+    value: Range, name: str, n: int, generator: Optional[torch.Generator], device: torch.device
+) -> torch.Tensor:
+    """A fixed number or a per-example uniform draw from ``(low, high)``, as an (n,) float32 tensor."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be a number or a (low, high) pair, got {value!r}")
+        low, high = (_check_float(v, name) for v in value)
+        if low > high:
+            raise ValueError(f"{name} must have low <= high, got {value!r}")
+        return low + (high - low) * _uniform((n,), generator, device)
+    return torch.full((n,), _check_float(value, name), device=device)
+
+
+# --------------------------------------------------------------------------------------
+# Mel filterbank and DCT (float64 construction, like librosa)
+# --------------------------------------------------------------------------------------
+
+# Slaney's Auditory Toolbox mel scale, librosa's htk=False: linear below 1 kHz, log above.
+_F_SP = 200.0 / 3
+_MIN_LOG_HZ = 1000.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
+_LOGSTEP = math.log(6.4) / 27.0
+
+
+def hz_to_mel(freqs: torch.Tensor, htk: bool = False) -> torch.Tensor:
+    """Hz to mel, as ``librosa.hz_to_mel``."""
+    if htk:
+        return 2595.0 * torch.log10(1.0 + freqs / 700.0)
+    linear = freqs / _F_SP
+    log = _MIN_LOG_MEL + torch.log(torch.clamp(freqs, min=_MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOGSTEP
+    return torch.where(freqs >= _MIN_LOG_HZ, log, linear)
+
+
+def mel_to_hz(mels: torch.Tensor, htk: bool = False) -> torch.Tensor:
+    """Mel to Hz, as ``librosa.mel_to_hz``."""
+    if htk:
+        return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+    linear = _F_SP * mels
+    log = _MIN_LOG_HZ * torch.exp(_LOGSTEP * (mels - _MIN_LOG_MEL))
+    return torch.where(mels >= _MIN_LOG_MEL, log, linear)
+
+
+def mel_filterbank(
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int = 128,
+    fmin: float = 0.0,
+    fmax: Optional[float] = None,
+    *,
+    htk: bool = False,
+    norm: Optional[str] = "slaney",
+    dtype: torch.dtype = torch.float32,
+    device: Optional[torch.device] = None,
+) -> torch.Tensor:
+    """Triangular mel filters of shape ``(n_mels, n_fft // 2 + 1)``, as ``librosa.filters.mel``.
+
+    Defaults are librosa's: Slaney mel scale (``htk=False``) and ``norm="slaney"`` (each
+    triangle divided by its bandwidth in Hz, so bands have equal area). ``fmax`` defaults
+    to ``sample_rate / 2``. Built in float64 and cast to ``dtype``.
+    """
+    fmax = sample_rate / 2 if fmax is None else fmax
+    _check_spectral("mel_filterbank", sample_rate, n_fft, 1, n_fft, n_mels, fmin, fmax, None)
+    if norm not in ("slaney", None):
+        raise ValueError(f"mel_filterbank.norm must be 'slaney' or None, got {norm!r}")
+    f64 = torch.float64
+    fft_freqs = torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1, dtype=f64)
+    mel_min = hz_to_mel(torch.tensor(float(fmin), dtype=f64), htk)
+    mel_max = hz_to_mel(torch.tensor(float(fmax), dtype=f64), htk)
+    # n_mels + 2 edges: each band rises from edge i to i+1 and falls to i+2.
+    edges = mel_to_hz(torch.linspace(float(mel_min), float(mel_max), n_mels + 2, dtype=f64), htk)
+    widths = edges.diff()
+    ramps = edges[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = torch.clamp(torch.minimum(lower, upper), min=0.0)
+    if norm == "slaney":
+        weights = weights * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    if bool(((edges[:-2] != 0) & (weights.amax(dim=1) == 0)).any()):
+        # Same condition librosa warns about: bands narrower than an FFT bin stay all zero.
+        warnings.warn(
+            f"mel_filterbank: some of the {n_mels} mel bands are empty; use fewer n_mels or a larger n_fft",
+            stacklevel=2,
+        )
+    return weights.to(dtype=dtype, device=device)
+
+
+def dct_matrix(n_out: int, n_in: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Orthonormal DCT-II as an ``(n_out, n_in)`` matrix: ``scipy.fft.dct(x, type=2, norm="ortho")[:n_out]``."""
+    _check_int(n_in, "dct_matrix.n_in")
+    _check_int(n_out, "dct_matrix.n_out")
+    if n_out > n_in:
+        raise ValueError(f"dct_matrix.n_out must be <= n_in, got {n_out} > {n_in}")
+    k = torch.arange(n_out, dtype=torch.float64)[:, None]
+    n = torch.arange(n_in, dtype=torch.float64)[None, :]
+    basis = torch.cos(math.pi / n_in * (n + 0.5) * k) * math.sqrt(2.0 / n_in)
+    basis[0] /= math.sqrt(2.0)
+    return basis.to(dtype)
+
+
+# --------------------------------------------------------------------------------------
+# Spectral features
+# --------------------------------------------------------------------------------------
+
+
+def power_to_db(
+    power: torch.Tensor,
+    ref: Union[str, float] = 1.0,
+    amin: float = 1e-10,
+    top_db: Optional[float] = 80.0,
+) -> torch.Tensor:
+    """``10 log10(power / ref)`` per example, as ``librosa.power_to_db``.
+
+    ``power`` is ``(..., F, T)``; ``ref="max"`` (librosa's ``ref=np.max``) and ``top_db``
+    clipping use each example's own maximum over its last two dims.
+    """
+    db = 10.0 * torch.log10(torch.clamp(power, min=amin))
+    if ref == "max":
+        db = db - db.amax(dim=(-2, -1), keepdim=True)
+    elif isinstance(ref, str):
+        raise ValueError(f"power_to_db.ref must be 'max' or a positive number, got {ref!r}")
+    else:
+        db = db - 10.0 * math.log10(max(amin, abs(float(ref))))
+    if top_db is not None:
+        db = torch.maximum(db, db.amax(dim=(-2, -1), keepdim=True) - top_db)
+    return db
+
+
+def _window(name: str, length: int) -> torch.Tensor:
+    # Periodic windows, like scipy.signal.get_window(..., fftbins=True) that librosa uses.
+    factories = {"hann": torch.hann_window, "hamming": torch.hamming_window, "blackman": torch.blackman_window}
+    return factories[name](length, periodic=True, dtype=torch.float64).to(torch.float32)
+
+
+def _no_autocast(device: torch.device) -> Any:
+    # Features are computed in float32 even when the training step runs under autocast.
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+class LogMelSpectrogram(nn.Module):
+    """Log-mel spectrogram in dB: ``(N, samples)`` or ``(samples,)`` -> ``(N, 1, n_mels, frames)``.
+
+    Matches ``librosa.power_to_db(librosa.feature.melspectrogram(...), ref=..., top_db=...)``
+    with the same arguments. ``frames = 1 + samples // hop_length`` when ``center=True``.
+    ``ref`` is ``"max"`` (each utterance's loudest bin is 0 dB, librosa's ``ref=np.max``) or
+    a number (1.0 gives absolute dB re full-scale power). ``top_db`` clips each utterance
+    at its maximum minus ``top_db``; ``None`` keeps the full range down to ``amin``.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        n_fft: int = 480,
+        hop_length: int = 160,
+        win_length: Optional[int] = None,
+        window: str = "hann",
+        n_mels: int = 40,
+        fmin: float = 0.0,
+        fmax: Optional[float] = None,
+        power: float = 2.0,
+        top_db: Optional[float] = 80.0,
+        center: bool = True,
+        pad_mode: str = "constant",
+        ref: Union[str, float] = 1.0,
+        amin: float = 1e-10,
+    ) -> None:
+        super().__init__()
+        win_length = n_fft if win_length is None else win_length
+        fmax = sample_rate / 2 if fmax is None else fmax
+        _check_spectral("LogMelSpectrogram", sample_rate, n_fft, hop_length, win_length, n_mels, fmin, fmax, top_db)
+        if window not in WINDOWS:
+            raise ValueError(f"LogMelSpectrogram.window must be one of {WINDOWS}, got {window!r}")
+        # librosa 0.11's stft pads centred frames with zeros ("constant"); earlier librosa used "reflect".
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"LogMelSpectrogram.pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+        if _check_float(power, "LogMelSpectrogram.power") <= 0:
+            raise ValueError(f"LogMelSpectrogram.power must be > 0, got {power}")
+        if ref != "max" and (isinstance(ref, str) or _check_float(ref, "LogMelSpectrogram.ref") <= 0):
+            raise ValueError(f"LogMelSpectrogram.ref must be 'max' or a positive number, got {ref!r}")
+        if _check_float(amin, "LogMelSpectrogram.amin") <= 0:
+            raise ValueError(f"LogMelSpectrogram.amin must be > 0, got {amin}")
+        self.sample_rate = sample_rate
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.win_length = win_length
+        self.window_name = window
+        self.n_mels = n_mels
+        self.fmin = float(fmin)
+        self.fmax = float(fmax)
+        self.power = float(power)
+        self.top_db = None if top_db is None else float(top_db)
+        self.center = bool(center)
+        self.pad_mode = pad_mode
+        self.ref = ref if ref == "max" else float(ref)
+        self.amin = float(amin)
+        # Derived from the arguments above, so kept out of the state dict (persistent=False):
+        # checkpoints stay small and loading never fights a changed configuration.
+        self.register_buffer("window", _window(window, win_length), persistent=False)
+        self.register_buffer(
+            "mel_fb", mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax), persistent=False
+        )
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames produced for an input of ``num_samples`` samples."""
+        if self.center:
+            return 1 + num_samples // self.hop_length
+        return 1 + (num_samples - self.n_fft) // self.hop_length
+
+    def power_spectrogram(self, waves: torch.Tensor) -> torch.Tensor:
+        """``|STFT|^power`` of float32 ``(N, samples)`` waves: ``(N, n_fft // 2 + 1, frames)``."""
+        spec = torch.stft(
+            waves,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            win_length=self.win_length,
+            window=self.window.to(dtype=torch.float32),
+            center=self.center,
+            pad_mode=self.pad_mode,
+            normalized=False,
+            onesided=True,
+            return_complex=True,
+        )
+        if self.power == 2.0:
+            # re^2 + im^2 avoids the sqrt-then-square rounding of abs() ** 2.
+            return torch.view_as_real(spec).pow(2).sum(-1)
+        return spec.abs().pow(self.power)
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        waves = _check_batch(waves, "waves", (1, 2))
+        if waves.dim() == 1:
+            waves = waves.unsqueeze(0)
+        if not self.center and waves.shape[-1] < self.n_fft:
+            raise ValueError(f"waves must have >= n_fft={self.n_fft} samples when center=False, got {waves.shape[-1]}")
+        with _no_autocast(waves.device):
+            spec = self.power_spectrogram(waves.to(torch.float32))
+            mel = torch.matmul(self.mel_fb.to(torch.float32), spec)
+            db = power_to_db(mel, ref=self.ref, amin=self.amin, top_db=self.top_db)
+        return db.unsqueeze(1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"sample_rate={self.sample_rate}, n_fft={self.n_fft}, hop_length={self.hop_length}, "
+            f"win_length={self.win_length}, n_mels={self.n_mels}, fmin={self.fmin:g}, fmax={self.fmax:g}, "
+            f"top_db={self.top_db}, ref={self.ref}"
+        )
+
+
+class MFCC(nn.Module):
+    """MFCCs: orthonormal DCT-II of the log-mel (dB) spectrogram, as ``librosa.feature.mfcc``.
+
+    ``(N, samples)`` or ``(samples,)`` -> ``(N, 1, n_mfcc, frames)``. Defaults of ``top_db``
+    (80) and ``ref`` (1.0) are librosa's ``power_to_db`` defaults, which ``mfcc`` uses.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        n_mfcc: int = 40,
+        n_fft: int = 480,
+        hop_length: int = 160,
+        win_length: Optional[int] = None,
+        window: str = "hann",
+        n_mels: int = 40,
+        fmin: float = 0.0,
+        fmax: Optional[float] = None,
+        power: float = 2.0,
+        top_db: Optional[float] = 80.0,
+        center: bool = True,
+        pad_mode: str = "constant",
+        ref: Union[str, float] = 1.0,
+        amin: float = 1e-10,
+    ) -> None:
+        super().__init__()
+        self.logmel = LogMelSpectrogram(
+            sample_rate, n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=window,
+            n_mels=n_mels, fmin=fmin, fmax=fmax, power=power, top_db=top_db, center=center,
+            pad_mode=pad_mode, ref=ref, amin=amin,
+        )
+        _check_int(n_mfcc, "MFCC.n_mfcc")
+        if n_mfcc > n_mels:
+            raise ValueError(f"MFCC.n_mfcc must be <= n_mels, got n_mfcc={n_mfcc} > n_mels={n_mels}")
+        self.n_mfcc = n_mfcc
+        self.register_buffer("dct", dct_matrix(n_mfcc, n_mels), persistent=False)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames produced for an input of ``num_samples`` samples."""
+        return self.logmel.num_frames(num_samples)
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        logmel = self.logmel(waves)
+        with _no_autocast(logmel.device):
+            return torch.matmul(self.dct.to(torch.float32), logmel)
+
+
+# --------------------------------------------------------------------------------------
+# Normalization
+# --------------------------------------------------------------------------------------
+
+
+def normalize_utterance(features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Zero mean, unit variance per example (over all dims but the first)."""
+    features = _check_batch(features, "features", (2, 3, 4))
+    dims = tuple(range(1, features.dim()))
+    mean = features.mean(dim=dims, keepdim=True)
+    var = features.var(dim=dims, keepdim=True, unbiased=False)
+    # eps keeps an all-constant example (digital silence clipped by top_db) at 0 instead of NaN.
+    return (features - mean) / torch.sqrt(var + eps)
+
+
+class UtteranceNorm(nn.Module):
+    """Module form of :func:`normalize_utterance`."""
+
+    def __init__(self, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return normalize_utterance(features, self.eps)
+
+
+class DatasetNormalizer(nn.Module):
+    """Mean and standard deviation of training features, applied as ``(x - mean) / std``.
+
+    ``per_bin=True`` keeps one mean/std per frequency bin (the ``F`` axis of ``(N, C, F, T)``
+    features, as cepstral mean and variance normalization does); ``False`` uses one scalar.
+    Fit once on the training set's features, save with :meth:`to_dict`, and restore with
+    :meth:`from_dict` so evaluation uses the training statistics.
+    """
+
+    def __init__(self, per_bin: bool = True, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.per_bin = bool(per_bin)
+        self.eps = float(eps)
+        self.count = 0
+        self.register_buffer("mean", torch.zeros(0))
+        self.register_buffer("std", torch.ones(0))
+
+    @property
+    def fitted(self) -> bool:
+        return self.count > 0
+
+    def _reduce_dims(self, x: torch.Tensor) -> tuple[int, ...]:
+        return tuple(d for d in range(x.dim()) if d != x.dim() - 2) if self.per_bin else tuple(range(x.dim()))
+
+    @torch.no_grad()
+    def fit(self, batches: Iterable[torch.Tensor]) -> "DatasetNormalizer":
+        """Compute mean/std over every element of ``batches`` of ``(N, C, F, T)`` features."""
+        count = 0
+        mean: Optional[torch.Tensor] = None
+        m2: Optional[torch.Tensor] = None
+        for i, batch in enumerate(batches):
+            batch = _check_batch(batch, f"batches[{i}]", (3, 4))
+            dims = self._reduce_dims(batch)
+            n = batch.numel() // (batch.shape[-2] if self.per_bin else 1)
+            # Per-batch centred moments in float32 on the batch's device, merged in float64 on
+            # the CPU (Chan et al.'s parallel update): summing squares of dB values over a whole
+            # data set in float32 would lose the variance to rounding.
+            b_mean = batch.float().mean(dim=dims).double().cpu()
+            b_m2 = batch.float().var(dim=dims, unbiased=False).double().cpu() * n
+            if mean is None:
+                mean, m2, count = b_mean, b_m2, n
+                continue
+            if b_mean.shape != mean.shape:
+                raise ValueError(
+                    f"batches[{i}] has {b_mean.numel()} frequency bins, earlier batches had {mean.numel()}"
+                )
+            total = count + n
+            delta = b_mean - mean
+            mean = mean + delta * (n / total)
+            m2 = m2 + b_m2 + delta.pow(2) * (count * n / total)
+            count = total
+        if mean is None or m2 is None:
+            raise ValueError("batches is empty; DatasetNormalizer.fit needs at least one batch of features")
+        self.count = count
+        self.mean = mean.float().reshape(-1).to(self.mean.device)
+        self.std = (m2 / count).sqrt().clamp(min=self.eps).float().reshape(-1).to(self.std.device)
+        return self
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if not self.fitted:
+            raise RuntimeError("DatasetNormalizer is not fitted; call fit() or load it with from_dict()")
+        features = _check_batch(features, "features", (3, 4))
+        if self.per_bin:
+            if features.shape[-2] != self.mean.numel():
+                raise ValueError(
+                    f"features have {features.shape[-2]} frequency bins, the normalizer was fitted on {self.mean.numel()}"
+                )
+            return (features - self.mean[:, None]) / self.std[:, None]
+        return (features - self.mean) / self.std
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready statistics."""
+        return {
+            "per_bin": self.per_bin,
+            "eps": self.eps,
+            "count": self.count,
+            "mean": self.mean.cpu().tolist(),
+            "std": self.std.cpu().tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> "DatasetNormalizer":
+        """Inverse of :meth:`to_dict`."""
+        if not isinstance(state, dict):
+            raise TypeError(f"DatasetNormalizer state must be a dict, got {type(state).__name__}")
+        missing = {"per_bin", "count", "mean", "std"} - set(state)
+        if missing:
+            raise ValueError(f"DatasetNormalizer state is missing {sorted(missing)}")
+        norm = cls(per_bin=state["per_bin"], eps=state.get("eps", 1e-5))
+        mean = torch.as_tensor(state["mean"], dtype=torch.float32).reshape(-1)
+        std = torch.as_tensor(state["std"], dtype=torch.float32).reshape(-1)
+        if mean.shape != std.shape or mean.numel() == 0:
+            raise ValueError(f"DatasetNormalizer state: mean and std must be equal-length, non-empty lists, "
+                             f"got {mean.numel()} and {std.numel()} values")
+        if not bool((std > 0).all()):
+            raise ValueError("DatasetNormalizer state: std must be > 0 everywhere")
+        if not norm.per_bin and mean.numel() != 1:
+            raise ValueError(f"DatasetNormalizer state: per_bin=False needs one mean, got {mean.numel()}")
+        norm.mean, norm.std = mean, std
+        norm.count = _check_int(state["count"], "DatasetNormalizer state count")
+        return norm
+
+
+# --------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class FeatureConfig:
+    """Everything needed to rebuild the feature front end; saved next to a checkpoint.
+
+    Defaults follow Tang & Lin (2018), "Deep Residual Learning for Small-Footprint Keyword
+    Spotting", and their Honk code: 16 kHz, 40 MFCCs from 40 mel bands between 20 Hz and
+    4 kHz, 30 ms windows, 10 ms hop. Lengths are in samples at ``sample_rate``.
+    """
+
+    # MFCCs are what Tang & Lin's res8/res15 consume; "logmel" keeps frequency locality instead.
+    kind: str = "mfcc"
+    # 16 kHz is the Speech Commands rate Tang & Lin used; 8 kHz FSDD files are upsampled to it.
+    sample_rate: int = 16000
+    # Keyword clips are 1 s in Speech Commands; 99% of FSDD recordings are shorter.
+    duration_s: float = 1.0
+    # One FFT per 30 ms window without zero padding, as in Honk (n_fft=480 at 16 kHz).
+    n_fft: int = 480
+    # 10 ms frame shift: 101 frames per second with centred frames.
+    hop_length: int = 160
+    # 30 ms analysis window (Tang & Lin).
+    win_length: int = 480
+    # 40 mel bands (Tang & Lin).
+    n_mels: int = 40
+    # 40 coefficients: all of them, as Tang & Lin keep; fewer smooth the spectral envelope.
+    n_mfcc: int = 40
+    # 20 Hz - 4 kHz band (Tang & Lin's band-pass): below 20 Hz is rumble, and 4 kHz is the
+    # Nyquist rate of 8 kHz data such as FSDD, so both data sets see the same band.
+    fmin: float = 20.0
+    fmax: float = 4000.0
+    # librosa's default range: bounds digital silence (zero padding) to max - 80 dB instead
+    # of -100 dB outliers that would dominate normalization statistics.
+    top_db: Optional[float] = 80.0
+    # Per-utterance statistics need no fitting pass and remove recording-level gain.
+    normalize: str = "utterance"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError/TypeError naming the first invalid field."""
+        if self.kind not in FEATURE_KINDS:
+            raise ValueError(f"FeatureConfig.kind must be one of {FEATURE_KINDS}, got {self.kind!r}")
+        if self.normalize not in NORMALIZE_MODES:
+            raise ValueError(f"FeatureConfig.normalize must be one of {NORMALIZE_MODES}, got {self.normalize!r}")
+        if _check_float(self.duration_s, "FeatureConfig.duration_s") <= 0:
+            raise ValueError(f"FeatureConfig.duration_s must be > 0, got {self.duration_s}")
+        _check_spectral(
+            "FeatureConfig", self.sample_rate, self.n_fft, self.hop_length, self.win_length,
+            self.n_mels, self.fmin, self.fmax, self.top_db,
+        )
+        _check_int(self.n_mfcc, "FeatureConfig.n_mfcc")
+        if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
+            raise ValueError(f"FeatureConfig.n_mfcc must be <= n_mels, got {self.n_mfcc} > {self.n_mels}")
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per clip after :func:`resnetkit.data.audio_io.fix_length`."""
+        return int(round(self.duration_s * self.sample_rate))
+
+    @property
+    def num_frames(self) -> int:
+        """Frames per clip (centred STFT frames)."""
+        return 1 + self.num_samples // self.hop_length
+
+    @property
+    def num_bins(self) -> int:
+        """Height of the feature image: ``n_mfcc`` or ``n_mels``."""
+        return self.n_mfcc if self.kind == "mfcc" else self.n_mels
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "FeatureConfig":
+        if not isinstance(values, dict):
+            raise TypeError(f"FeatureConfig values must be a dict, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"FeatureConfig got unknown fields {unknown}; known fields: {sorted(known)}")
+        return cls(**values)
+
+    def build_features(self) -> nn.Module:
+        """The feature extractor alone (no normalization): fit a DatasetNormalizer on its output."""
+        self.validate()  # the dataclass is mutable; catch fields changed after construction
+        common = dict(
+            n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.win_length, n_mels=self.n_mels,
+            fmin=self.fmin, fmax=self.fmax, top_db=self.top_db,
+        )
+        if self.kind == "mfcc":
+            return MFCC(self.sample_rate, n_mfcc=self.n_mfcc, **common)
+        return LogMelSpectrogram(self.sample_rate, **common)
+
+    def build(self, normalizer: Optional[DatasetNormalizer] = None) -> nn.Module:
+        """Feature extractor followed by the configured normalization.
+
+        ``normalize="dataset"`` needs ``normalizer``, fitted on :meth:`build_features` outputs of
+        the training set; the other modes take none.
+        """
+        features = self.build_features()
+        if self.normalize == "none":
+            norm: Optional[nn.Module] = None
+        elif self.normalize == "utterance":
+            norm = UtteranceNorm()
+        else:
+            if not isinstance(normalizer, DatasetNormalizer) or not normalizer.fitted:
+                raise ValueError(
+                    "FeatureConfig.normalize='dataset' needs a fitted DatasetNormalizer: fit one on "
+                    "build_features() outputs of the training set and pass it to build()"
+                )
+            if normalizer.per_bin and normalizer.mean.numel() != self.num_bins:
+                raise ValueError(
+                    f"normalizer was fitted on {normalizer.mean.numel()} bins, FeatureConfig gives {self.num_bins}"
+                )
+            norm = normalizer
+        if normalizer is not None and self.normalize != "dataset":
+            raise ValueError(f"a normalizer was given but FeatureConfig.normalize={self.normalize!r}, not 'dataset'")
+        return features if norm is None else nn.Sequential(features, norm)
+
+
+# --------------------------------------------------------------------------------------
+# Augmentations (batched, per-example randomness, no Python loop over the batch)
+# --------------------------------------------------------------------------------------
+
+
+def band_mask(
+    batch: int,
+    size: int,
+    num_masks: int,
+    max_width: int,
+    generator: Optional[torch.Generator] = None,
+    device: Union[str, torch.device] = "cpu",
+) -> torch.Tensor:
+    """Boolean ``(batch, size)`` mask, True inside ``num_masks`` random bands per row.
+
+    Each band's width is uniform in ``[0, max_width]`` (capped at ``size``) and its start
+    uniform over the positions where it fits, as in SpecAugment (Park et al. 2019).
+    """
+    _check_int(batch, "batch")
+    _check_int(size, "size")
+    _check_int(num_masks, "num_masks", minimum=0)
+    _check_int(max_width, "max_width", minimum=0)
+    device = torch.device(device)
+    positions = torch.arange(size, device=device)
+    if num_masks == 0 or max_width == 0:
+        return torch.zeros(batch, size, dtype=torch.bool, device=device)
+    max_width = min(max_width, size)
+    widths = (_uniform((batch, num_masks), generator, device) * (max_width + 1)).long().clamp(max=max_width)
+    starts = (_uniform((batch, num_masks), generator, device) * (size - widths + 1)).long()
+    starts = torch.minimum(starts, size - widths)
+    inside = (positions >= starts[..., None]) & (positions < (starts + widths)[..., None])
+    return inside.any(dim=1)
+
+
+def spec_augment(
+    features: torch.Tensor,
+    generator: Optional[torch.Generator] = None,
+    *,
+    num_freq_masks: int = 2,
+    freq_mask_width: int = 8,
+    num_time_masks: int = 2,
+    time_mask_width: int = 20,
+    mask_value: float = 0.0,
+) -> torch.Tensor:
+    """SpecAugment frequency and time masking of ``(N, C, F, T)`` features, independently per example.
+
+    Defaults suit 40-bin, 101-frame keyword features (bands up to 20% of each axis). Masks
+    are filled with ``mask_value``; 0 is the mean of normalized features, so apply this
+    after normalization.
+    """
+    features = _check_batch(features, "features", (4,))
+    n, _, n_freq, n_time = features.shape
+    fmask = band_mask(n, n_freq, num_freq_masks, freq_mask_width, generator, features.device)
+    tmask = band_mask(n, n_time, num_time_masks, time_mask_width, generator, features.device)
+    mask = fmask[:, None, :, None] | tmask[:, None, None, :]
+    return features.masked_fill(mask, mask_value)
+
+
+class SpecAugment(nn.Module):
+    """Module form of :func:`spec_augment`; active only in training mode."""
+
+    def __init__(
+        self,
+        num_freq_masks: int = 2,
+        freq_mask_width: int = 8,
+        num_time_masks: int = 2,
+        time_mask_width: int = 20,
+        mask_value: float = 0.0,
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
+        super().__init__()
+        self.kwargs = dict(
+            num_freq_masks=num_freq_masks, freq_mask_width=freq_mask_width,
+            num_time_masks=num_time_masks, time_mask_width=time_mask_width, mask_value=mask_value,
+        )
+        self.generator = generator
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return features
+        return spec_augment(features, self.generator, **self.kwargs)
+
+
+def random_time_shift(
+    x: torch.Tensor,
+    max_shift: int,
+    generator: Optional[torch.Generator] = None,
+    mode: str = "zero",
+) -> torch.Tensor:
+    """Shift each example along its last axis by a uniform integer in ``[-max_shift, max_shift]``.
+
+    Works on ``(N, samples)`` waves and ``(N, C, F, T)`` features. ``mode="zero"`` fills the
+    vacated part with zeros, ``"roll"`` wraps it around.
+    """
+    x = _check_batch(x, "x", (2, 3, 4))
+    _check_int(max_shift, "max_shift", minimum=0)
+    if mode not in SHIFT_MODES:
+        raise ValueError(f"mode must be one of {SHIFT_MODES}, got {mode!r}")
+    if max_shift == 0:
+        return x
+    n, length = x.shape[0], x.shape[-1]
+    shifts = (_uniform((n,), generator, x.device) * (2 * max_shift + 1)).long().clamp(max=2 * max_shift) - max_shift
+    source = torch.arange(length, device=x.device) - shifts[:, None]  # out[t] = x[t - shift]
+    flat = x.reshape(n, -1, length)
+    out = flat.gather(-1, (source % length)[:, None, :].expand_as(flat))
+    if mode == "zero":
+        valid = (source >= 0) & (source < length)
+        out = out * valid[:, None, :].to(out.dtype)
+    return out.reshape(x.shape)
+
+
+def random_gain(
+    waves: torch.Tensor,
+    gain_db: Range = (-6.0, 6.0),
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Multiply each example by ``10 ** (g / 20)``, ``g`` drawn uniformly from ``gain_db`` (or fixed)."""
+    waves = _check_batch(waves, "waves", (2, 3, 4))
+    g = _sample_range(gain_db, "gain_db", waves.shape[0], generator, waves.device)
+    scale = torch.pow(10.0, g / 20.0).to(waves.dtype)
+    return waves * scale.reshape(-1, *([1] * (waves.dim() - 1)))
+
+
+def add_noise(waves: torch.Tensor, noise: torch.Tensor, snr_db: Union[float, torch.Tensor]) -> torch.Tensor:
+    """Add ``noise`` scaled so that each example's signal-to-noise ratio is ``snr_db``.
+
+    SNR is ``10 log10(mean(wave^2) / mean(scaled_noise^2))`` over the example, using the
+    noise actually drawn, so it is met exactly. Silent examples and silent noise get no
+    noise (the SNR of silence is undefined).
+    """
+    waves = _check_batch(waves, "waves", (2,))
+    noise = _check_batch(noise, "noise", (2,))
+    if noise.shape != waves.shape:
+        raise ValueError(f"noise must match waves' shape {tuple(waves.shape)}, got {tuple(noise.shape)}")
+    snr = torch.as_tensor(snr_db, dtype=torch.float32, device=waves.device).expand(waves.shape[0])
+    signal_power = waves.float().pow(2).mean(dim=-1)
+    noise_power = noise.float().pow(2).mean(dim=-1)
+    target = signal_power / torch.pow(10.0, snr / 10.0)
+    scale = torch.where(noise_power > 0, torch.sqrt(target / noise_power.clamp(min=1e-30)), torch.zeros_like(target))
+    return waves + noise * scale[:, None].to(waves.dtype)
+
+
+def add_white_noise(
+    waves: torch.Tensor,
+    snr_db: Range = (10.0, 40.0),
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Add Gaussian white noise at an SNR drawn per example from ``snr_db`` (or fixed)."""
+    waves = _check_batch(waves, "waves", (2,))
+    snr = _sample_range(snr_db, "snr_db", waves.shape[0], generator, waves.device)
+    return add_noise(waves, _randn(waves.shape, generator, waves.device).to(waves.dtype), snr)
+
+
+class NoiseBank:
+    """Noise recordings of any lengths, stored padded so crops for a whole batch are one gather."""
+
+    def __init__(self, noises: Union[Sequence[torch.Tensor], torch.Tensor]) -> None:
+        if isinstance(noises, torch.Tensor):
+            if noises.dim() != 2:
+                raise ValueError(f"a noise tensor must be (K, samples), got shape {tuple(noises.shape)}")
+            noises = list(noises)
+        if not isinstance(noises, Sequence) or len(noises) == 0:
+            raise ValueError("noises must be a non-empty sequence of 1-D tensors")
+        for i, noise in enumerate(noises):
+            if not isinstance(noise, torch.Tensor) or noise.dim() != 1 or noise.numel() == 0:
+                raise ValueError(f"noises[{i}] must be a non-empty 1-D tensor")
+            if not noise.is_floating_point():
+                raise TypeError(f"noises[{i}] must be floating point, got {noise.dtype}")
+        self.lengths = torch.tensor([len(n) for n in noises])
+        self.bank = torch.zeros(len(noises), int(self.lengths.max()))
+        for i, noise in enumerate(noises):
+            self.bank[i, : len(noise)] = noise.detach().float().cpu()
+
+    def __len__(self) -> int:
+        return self.bank.shape[0]
+
+    def to(self, device: Union[str, torch.device]) -> "NoiseBank":
+        """Move the bank (in place) to ``device``, where the batches are; returns self."""
+        self.bank = self.bank.to(device)
+        self.lengths = self.lengths.to(device)
+        return self
+
+    def sample(self, n: int, num_samples: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``(n, num_samples)`` crops of random noises at random offsets, looped when too short."""
+        _check_int(n, "n")
+        _check_int(num_samples, "num_samples")
+        device = self.bank.device
+        which = (_uniform((n,), generator, device) * len(self)).long().clamp(max=len(self) - 1)
+        lengths = self.lengths[which]
+        offsets = (_uniform((n,), generator, device) * lengths).long()
+        positions = (offsets[:, None] + torch.arange(num_samples, device=device)) % lengths[:, None]
+        return self.bank.reshape(-1)[which[:, None] * self.bank.shape[1] + positions]
+
+
+def add_bank_noise(
+    waves: torch.Tensor,
+    bank: NoiseBank,
+    snr_db: Range = (0.0, 20.0),
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Add a random crop of a random noise from ``bank`` to each example at ``snr_db`` (fixed or a range)."""
+    waves = _check_batch(waves, "waves", (2,))
+    if not isinstance(bank, NoiseBank):
+        raise TypeError(f"bank must be a NoiseBank, got {type(bank).__name__}")
+    if bank.bank.device != waves.device:
+        bank.to(waves.device)
+    snr = _sample_range(snr_db, "snr_db", waves.shape[0], generator, waves.device)
+    noise = bank.sample(waves.shape[0], waves.shape[-1], generator).to(waves.dtype)
+    return add_noise(waves, noise, snr)
