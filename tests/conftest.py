@@ -45,3 +45,31 @@ def data_path(data_root: Path) -> Callable[[str], Path]:
         return path
 
     return lookup
+
+
+@pytest.fixture(scope="session")
+def fsdd_recordings(data_path) -> Path:
+    """The real FSDD recordings folder (``{digit}_{speaker}_{index}.wav``, 8 kHz mono)."""
+    return data_path("fsdd/recordings")
+
+
+@pytest.fixture(scope="session")
+def fsdd_subset(fsdd_recordings) -> Callable[..., list[Path]]:
+    """``fsdd_subset(dest, indices, digits=range(10), speakers=None)``: copy FSDD recordings into ``dest``.
+
+    Tests build their small data sets in ``tmp_path`` this way; the real data is never
+    modified and never copied into the repository.
+    """
+    import shutil
+
+    def copy(dest: Path, indices, digits=range(10), speakers=None) -> list[Path]:
+        dest.mkdir(parents=True, exist_ok=True)
+        wanted = set(indices)
+        copied = []
+        for path in sorted(fsdd_recordings.glob("*.wav")):
+            digit, speaker, index = path.stem.split("_")
+            if int(index) in wanted and int(digit) in digits and (speakers is None or speaker in speakers):
+                copied.append(Path(shutil.copy(path, dest / path.name)))
+        return copied
+
+    return copy

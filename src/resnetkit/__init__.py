@@ -1,5 +1,6 @@
 """resnetkit: residual networks that are faithful to the papers and fast on the machine at hand."""
 
+from .engine import EvalResult, Trainer, TrainConfig, evaluate, load_run, train
 from .models import (
     CheckpointError,
     count_macs,
@@ -16,6 +17,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "EvalResult",
+    "TrainConfig",
+    "Trainer",
+    "evaluate",
+    "load_run",
+    "train",
     "__version__",
     "count_macs",
     "count_parameters",

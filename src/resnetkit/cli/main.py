@@ -9,6 +9,9 @@ import sys
 
 # Command name -> module in resnetkit.cli; each has add_arguments(parser) and run(args) -> int.
 COMMANDS = {
+    "train": "Train a model; with no arguments, a ResNet-20 on the embedded digits data.",
+    "evaluate": "Evaluate a trained run on a data set (classes matched by name).",
+    "predict": "Top-k classes for image or audio files.",
     "models": "Show the registered models, or one model in detail.",
 }
 

@@ -1,6 +1,6 @@
 """Model zoo: every registered network, the backbone interface and weight import."""
 
-from . import cifar_resnet, inception, preact, resnet, vgg  # noqa: F401  (registers the builders)
+from . import cifar_resnet, inception, kws, preact, resnet, vgg  # noqa: F401  (registers the builders)
 from .base import ClassifierModel, DataConfig, FeatureInfo, FeatureListNet
 from .finetune import freeze_batchnorm, freeze_stages
 from .registry import create_model, get_model_entry, list_models, register_model

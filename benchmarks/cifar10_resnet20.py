@@ -1,0 +1,112 @@
+"""ResNet-20 on CIFAR-10 with the fast recipe: accuracy, wall time, throughput, memory.
+
+Measures, in one process and one run:
+1. the pure training-step throughput (a fixed in-memory batch, no data path) in fp32 and
+   bf16 autocast, channels-last, side by side;
+2. a full training run with ``recipes/cifar10_resnet20_fast.yaml`` through the real engine
+   (data decoded from the JPEG folder, batched augmentation, validation every epoch);
+3. the epoch throughput with the data path included, as a fraction of (1) at the same precision;
+4. peak resident memory and wall time.
+
+Usage:
+    python benchmarks/cifar10_resnet20.py --data ../shared/data/cifar10 [--out runs/bench-fast]
+        [--recipe recipes/cifar10_resnet20_fast.yaml] [--epochs N]
+Writes <out>/benchmark.json next to the run's own files and prints a Markdown summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from resnetkit import create_model
+from resnetkit.engine import build_config, train
+from resnetkit.engine.trainer import autocast, resolve_amp
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def step_throughput(amp_dtype, batch_size: int = 128, steps: int = 30, warmup: int = 5) -> float:
+    """Images per second of forward + backward + SGD step on a batch that never changes."""
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    model = create_model("resnet20").to(memory_format=torch.channels_last)
+    x = torch.randn(batch_size, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch_size,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    for i in range(warmup + steps):
+        if i == warmup:
+            t0 = time.perf_counter()
+        with autocast(device, amp_dtype):
+            out = model(x)
+        loss = torch.nn.functional.cross_entropy(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return batch_size * steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10"))
+    p.add_argument("--recipe", default=str(ROOT / "recipes" / "cifar10_resnet20_fast.yaml"))
+    p.add_argument("--out", default="runs/bench-cifar10-resnet20-fast")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    args = p.parse_args()
+
+    t_start = time.perf_counter()
+    fp32 = [step_throughput(None) for _ in range(2)]
+    bf16 = [step_throughput(torch.bfloat16) for _ in range(2)]
+    overrides = {"data": args.data, "out": args.out, "quiet": True}
+    if args.epochs:
+        overrides["epochs"] = args.epochs
+    config = build_config(args.recipe, overrides)
+    amp_dtype = resolve_amp(config.amp, torch.device("cpu"))
+
+    t_train = time.perf_counter()
+    summary = train(config)
+    train_seconds = time.perf_counter() - t_train
+    # Steps again after training, so that a change in machine load shows up as a spread.
+    fp32.append(step_throughput(None))
+    bf16.append(step_throughput(torch.bfloat16))
+
+    history = summary.history
+    epoch_ips = [row["images_per_sec"] for row in history[1:]] or [history[0]["images_per_sec"]]
+    step_ips = statistics.median(bf16 if amp_dtype == torch.bfloat16 else fp32)
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "recipe": str(Path(args.recipe).relative_to(ROOT) if Path(args.recipe).is_relative_to(ROOT) else args.recipe),
+        "epochs": len(history),
+        "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
+        "best_val_acc": summary.best_val_acc,
+        "best_epoch": summary.best_epoch,
+        "final_val_acc": history[-1]["val_acc"],
+        "train_wall_seconds": train_seconds,
+        "total_wall_seconds": time.perf_counter() - t_start,
+        "epoch_images_per_sec_median": statistics.median(epoch_ips),
+        "step_images_per_sec_fp32": fp32,
+        "step_images_per_sec_bf16": bf16,
+        "epoch_over_step": statistics.median(epoch_ips) / step_ips,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "curve": [{k: row[k] for k in ("epoch", "train_loss", "train_acc", "val_acc", "lr", "seconds")} for row in history],
+        "run_dir": str(summary.run_dir),
+    }
+    (Path(summary.run_dir) / "benchmark.json").write_text(json.dumps(result, indent=2))
+    print(f"| best val acc | {result['best_val_acc']:.2%} (epoch {result['best_epoch']}), final {result['final_val_acc']:.2%} |")
+    print(f"| training wall time | {train_seconds / 60:.1f} min ({result['epochs']} epochs) |")
+    print(f"| epoch throughput (data included) | {result['epoch_images_per_sec_median']:.0f} img/s |")
+    print(f"| pure step throughput fp32 / bf16 | {statistics.median(fp32):.0f} / {statistics.median(bf16):.0f} img/s |")
+    print(f"| epoch / step | {result['epoch_over_step']:.1%} |")
+    print(f"| peak memory | {result['peak_rss_gib']:.2f} GiB |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""``resnetkit evaluate``: a trained run on a data set, classes matched by name."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="a run directory or a last.pt/best.pt file")
+    p.add_argument("--data", required=True, help="a folder (test/ or val/ inside, or class folders), or a data set name")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
+                   help="precision of the forward pass (off: plain fp32)")
+    p.add_argument("--on-corrupt", choices=["skip", "stop"], default="skip")
+    p.add_argument("--json", action="store_true", help="print every metric as one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    from resnetkit.engine.run import load_run
+
+    loaded = load_run(args.checkpoint, device=args.device)
+    data = loaded.load_eval_data(args.data, on_corrupt=args.on_corrupt)
+    result = loaded.evaluate(data, batch_size=args.batch_size, amp=args.amp)
+    m = result.metrics
+    if args.json:
+        print(json.dumps(m))
+        return 0
+    print(f"{loaded.model_name} on {args.data}: {m['num_samples']} samples")
+    print(f"  loss {m['loss']:.4f}   top-1 {m['top1']:.2%}   top-5 {m['top5']:.2%}")
+    print(f"  {'class':<20}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
+    for name, c in m["per_class"].items():
+        print(f"  {name:<20}{c['precision']:>10.3f}{c['recall']:>10.3f}{c['f1']:>10.3f}{c['support']:>10}")
+    return 0

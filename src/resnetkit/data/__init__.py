@@ -1,0 +1,1 @@
+"""Data: image and audio data sets, augmentation, and the audio front end."""

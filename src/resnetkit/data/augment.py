@@ -1,0 +1,203 @@
+"""Image augmentation: presets, batched on-device augmentation, and per-sample pipelines.
+
+For data held in memory, whole batches are augmented on the training device. Random crop
+with padding and horizontal flip draw their parameters per sample in one vectorized
+operation (they are the CIFAR recipe and sit on the hot path). The other transforms come
+from torchvision.transforms.v2, applied to small chunks of the batch so that samples in
+different chunks get different parameters. Files on disk get the same transforms per
+sample in DataLoader workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Sequence
+
+import torch
+from torchvision.transforms import v2
+
+AUTO_AUGMENT = ("randaugment", "trivialaugment")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """What to do to each training image. Zero / False / None turn a transform off."""
+
+    crop_padding: int = 0  # random crop of the original size after zero padding (CIFAR: 4)
+    hflip: bool = False  # wrong for digits and text, right for natural images
+    scale: tuple[float, float] | None = None  # RandomResizedCrop area range (ImageNet: 0.08-1)
+    rotation: float = 0.0  # max degrees either way
+    color_jitter: float = 0.0  # brightness, contrast and saturation strength
+    auto_augment: str | None = None  # randaugment or trivialaugment
+    random_erasing: float = 0.0  # probability per sample
+    mixup: float = 0.0  # Beta(alpha, alpha); 0 is off
+    cutmix: float = 0.0  # Beta(alpha, alpha); 0 is off
+
+    def __post_init__(self) -> None:
+        if self.auto_augment is not None and self.auto_augment not in AUTO_AUGMENT:
+            raise ValueError(f"unknown auto_augment {self.auto_augment!r}; allowed: {', '.join(AUTO_AUGMENT)}")
+        if self.crop_padding < 0 or self.rotation < 0 or self.color_jitter < 0:
+            raise ValueError("crop_padding, rotation and color_jitter must be >= 0")
+        if not 0.0 <= self.random_erasing <= 1.0:
+            raise ValueError(f"random_erasing is a probability in [0, 1], got {self.random_erasing}")
+        if self.scale is not None and not (0 < self.scale[0] <= self.scale[1] <= 1):
+            raise ValueError(f"scale must be (min, max) with 0 < min <= max <= 1, got {self.scale}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["scale"] = list(self.scale) if self.scale else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AugmentConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown augmentation option(s) {sorted(unknown)}; allowed: {sorted(known)}")
+        d = dict(d)
+        if d.get("scale") is not None:
+            d["scale"] = tuple(d["scale"])
+        return cls(**d)
+
+    @property
+    def mixes(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0
+
+
+PRESETS: dict[str, AugmentConfig] = {
+    "none": AugmentConfig(),
+    # He et al. 2015, 4.2: 4-pixel padding, random 32x32 crop, horizontal flip.
+    "cifar": AugmentConfig(crop_padding=4, hflip=True),
+    "cifar-strong": AugmentConfig(crop_padding=4, hflip=True, auto_augment="trivialaugment", random_erasing=0.25),
+    # Digits and characters: small shifts only; a flipped 2 is not a 2.
+    "digits": AugmentConfig(crop_padding=1),
+    "imagenet": AugmentConfig(scale=(0.08, 1.0), hflip=True),
+    "imagenet-strong": AugmentConfig(scale=(0.08, 1.0), hflip=True, auto_augment="randaugment",
+                                     random_erasing=0.25, mixup=0.2, cutmix=1.0),
+}
+
+
+def get_preset(name: str) -> AugmentConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown augmentation preset {name!r}; allowed: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def augment_from(preset: str, overrides: dict | None = None) -> AugmentConfig:
+    """A preset with some fields replaced (the recipe's or the command line's)."""
+    config = get_preset(preset)
+    if overrides:
+        config = AugmentConfig.from_dict({**config.to_dict(), **overrides})
+    return config
+
+
+def _v2_pipeline(config: AugmentConfig, size: tuple[int, int] | None, per_sample: bool) -> list:
+    ops: list = []
+    if config.scale is not None and size is not None:
+        ops.append(v2.RandomResizedCrop(size, scale=config.scale, antialias=True))
+    if per_sample and config.crop_padding:
+        ops.append(v2.RandomCrop(size, padding=config.crop_padding))
+    if per_sample and config.hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    if config.rotation:
+        ops.append(v2.RandomRotation(config.rotation))
+    if config.color_jitter:
+        s = config.color_jitter
+        ops.append(v2.ColorJitter(brightness=s, contrast=s, saturation=s))
+    if config.auto_augment == "randaugment":
+        ops.append(v2.RandAugment())
+    elif config.auto_augment == "trivialaugment":
+        ops.append(v2.TrivialAugmentWide())
+    if config.random_erasing:
+        ops.append(v2.RandomErasing(p=config.random_erasing, value=0))
+    return ops
+
+
+def sample_transform(config: AugmentConfig, size: tuple[int, int]) -> v2.Compose:
+    """Per-sample training transform for files (DataLoader workers): uint8 CHW in, uint8 at ``size`` out."""
+    ops = _v2_pipeline(config, size, per_sample=True)
+    if config.scale is None:
+        ops.insert(0, v2.Resize(size, antialias=True))
+    return v2.Compose(ops)
+
+
+def eval_transform(size: tuple[int, int], crop_pct: float) -> v2.Compose:
+    """Resize the short side to size/crop_pct, then center-crop (the timm/torchvision eval policy)."""
+    resize = tuple(int(round(s / crop_pct)) for s in size)
+    return v2.Compose([v2.Resize(min(resize), antialias=True), v2.CenterCrop(size)])
+
+
+class BatchAugment:
+    """Augments a uint8 (N, C, H, W) batch where it lies (CPU or GPU).
+
+    Crop and flip are drawn per sample with ``generator``; the torchvision transforms run on
+    chunks of ``chunk`` samples (one parameter draw per chunk) and use torch's global RNG,
+    whose state training checkpoints save.
+    """
+
+    def __init__(self, config: AugmentConfig, chunk: int = 8, generator: torch.Generator | None = None) -> None:
+        self.config = config
+        self.chunk = chunk
+        self.generator = generator if generator is not None else torch.Generator()
+        self._v2 = v2.Compose(_v2_pipeline(config, None, per_sample=False)) if _v2_pipeline(config, None, False) else None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.config.crop_padding:
+            images = random_crop(images, self.config.crop_padding, self.generator)
+        if self.config.hflip:
+            images = random_hflip(images, self.generator)
+        if self.config.scale is not None:
+            size = list(images.shape[-2:])
+            rrc = v2.RandomResizedCrop(size, scale=self.config.scale, antialias=True)
+            images = torch.cat([rrc(part) for part in images.split(self.chunk)])
+        if self._v2 is not None:
+            images = torch.cat([self._v2(part) for part in images.split(self.chunk)])
+        return images
+
+
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad by ``padding`` and crop back to the original size at a random offset per sample."""
+    n, c, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(images.device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(images.device)
+    rows = (torch.arange(h, device=images.device)[None, :] + dy[:, None])  # (N, H)
+    cols = (torch.arange(w, device=images.device)[None, :] + dx[:, None])  # (N, W)
+    batch = torch.arange(n, device=images.device)[:, None, None]
+    # Advanced indexing gathers (N, H, W, C); move channels back.
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last if images.is_contiguous(memory_format=torch.channels_last) and c > 1 else torch.contiguous_format)
+
+
+def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(images.shape[0], generator=generator).to(images.device) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+def mix_transform(config: AugmentConfig, num_classes: int):
+    """MixUp and/or CutMix from torchvision (one of the two per batch when both are on)."""
+    ops = []
+    if config.mixup > 0:
+        ops.append(v2.MixUp(alpha=config.mixup, num_classes=num_classes))
+    if config.cutmix > 0:
+        ops.append(v2.CutMix(alpha=config.cutmix, num_classes=num_classes))
+    if not ops:
+        return None
+    return ops[0] if len(ops) == 1 else v2.RandomChoice(ops)
+
+
+class Normalize:
+    """uint8 batch -> float (x/255 - mean) / std, channels-last when asked, on the batch's device."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], channels_last: bool = False) -> None:
+        self.mean = torch.tensor(mean).view(1, -1, 1, 1) * 255.0
+        self.inv_std = 1.0 / (torch.tensor(std).view(1, -1, 1, 1) * 255.0)
+        self.channels_last = channels_last
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.mean.device != images.device:
+            self.mean, self.inv_std = self.mean.to(images.device), self.inv_std.to(images.device)
+        x = (images.float() - self.mean) * self.inv_std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x

@@ -1,0 +1,247 @@
+"""Batch sources: turn a data set into device batches, ready for the model.
+
+Every source yields ``(inputs, targets)`` already on the training device, augmented (when
+training) and normalized, so the trainer's loop is the same for images in memory, images
+on disk, plain tensors and audio. Each epoch's order is a function of (seed, epoch) and the
+augmentation generator's state is saved in checkpoints, so a resumed run sees the same
+batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+from torch.nn import functional as F
+
+from ..data.augment import AugmentConfig, BatchAugment, Normalize, eval_transform, mix_transform, sample_transform
+from ..data.images import ImageData, ImageFiles, collate_skipping_none
+from .distributed import DistInfo
+
+
+@dataclass
+class ImageInputSpec:
+    """How raw images become model input; stored in the run so predict/evaluate repeat it."""
+
+    in_chans: int
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_pct: float = 1.0
+    kind: str = "image"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "in_chans": self.in_chans, "image_size": list(self.image_size),
+                "mean": list(self.mean), "std": list(self.std), "crop_pct": self.crop_pct}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ImageInputSpec":
+        return cls(int(d["in_chans"]), tuple(d["image_size"]), tuple(d["mean"]), tuple(d["std"]), float(d.get("crop_pct", 1.0)))
+
+
+def steps_per_epoch(num_samples: int, batch_size: int, train: bool, dist: DistInfo) -> int:
+    """Batches per epoch for this process.
+
+    Training drops the ragged last batch: a batch of one breaks BatchNorm, and under DDP
+    every process must take the same number of steps. Evaluation keeps every sample.
+    """
+    if train:
+        return max(1, (num_samples // dist.world_size) // batch_size)
+    per_rank = len(range(dist.rank, num_samples, dist.world_size))
+    return -(-per_rank // batch_size)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+class InMemoryBatches:
+    """Images held as one uint8 tensor on the device, augmented a batch at a time."""
+
+    def __init__(
+        self,
+        data: ImageData,
+        spec: ImageInputSpec,
+        *,
+        batch_size: int,
+        device: torch.device,
+        train: bool,
+        augment: AugmentConfig | None = None,
+        channels_last: bool = False,
+        seed: int = 0,
+        dist: DistInfo = DistInfo(),
+        num_classes: int | None = None,
+    ) -> None:
+        images = data.images
+        if tuple(images.shape[-2:]) != tuple(spec.image_size):
+            from torchvision.transforms.v2 import functional as TF
+
+            # Resize once, not every epoch.
+            images = TF.resize(images, list(spec.image_size), antialias=True)
+        self.images = images.to(device)
+        self.labels = data.labels.to(device)
+        self.classes = data.classes
+        self.batch_size = batch_size
+        self.train = train
+        self.seed = seed
+        self.dist = dist
+        self.device = device
+        self.normalize = Normalize(spec.mean, spec.std, channels_last)
+        self.generator = torch.Generator().manual_seed(seed + 17)
+        self.augment = BatchAugment(augment, generator=self.generator) if (train and augment) else None
+        self.mix = mix_transform(augment, num_classes or len(self.classes)) if (train and augment) else None
+
+    @property
+    def num_samples(self) -> int:
+        return self.images.shape[0]
+
+    def _indices(self, epoch: int) -> torch.Tensor:
+        n = self.num_samples
+        order = epoch_permutation(n, self.seed, epoch) if self.train else torch.arange(n)
+        # Each process takes every world_size-th sample of the same permutation.
+        return order[self.dist.rank :: self.dist.world_size]
+
+    def __len__(self) -> int:
+        return steps_per_epoch(self.num_samples, self.batch_size, self.train, self.dist)
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        idx = self._indices(epoch).to(self.device)
+        for step in range(start_step, len(self)):
+            sel = idx[step * self.batch_size : (step + 1) * self.batch_size]
+            x, y = self.images[sel], self.labels[sel]
+            if self.augment is not None:
+                x = self.augment(x)
+            x = self.normalize(x)
+            if self.mix is not None:
+                x, y = self.mix(x, y)
+            yield x, y
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+class LoaderBatches:
+    """Image files decoded and augmented per sample in DataLoader workers."""
+
+    def __init__(
+        self,
+        data: ImageFiles,
+        spec: ImageInputSpec,
+        *,
+        batch_size: int,
+        device: torch.device,
+        train: bool,
+        augment: AugmentConfig | None = None,
+        channels_last: bool = False,
+        seed: int = 0,
+        dist: DistInfo = DistInfo(),
+        workers: int = 2,
+        num_classes: int | None = None,
+    ) -> None:
+        size = tuple(spec.image_size)
+        transform = sample_transform(augment or AugmentConfig(), size) if train else eval_transform(size, spec.crop_pct)
+        self.dataset = data.with_transform(transform)
+        self.classes = data.classes
+        self.batch_size = batch_size
+        self.train = train
+        self.seed = seed
+        self.dist = dist
+        self.device = device
+        self.workers = workers
+        self.normalize = Normalize(spec.mean, spec.std, channels_last)
+        self.mix = mix_transform(augment, num_classes or len(self.classes)) if (train and augment) else None
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.dataset)
+
+    def __len__(self) -> int:
+        return steps_per_epoch(self.num_samples, self.batch_size, self.train, self.dist)
+
+    def _loader(self, epoch: int):
+        order = epoch_permutation(self.num_samples, self.seed, epoch) if self.train else torch.arange(self.num_samples)
+        indices = order[self.dist.rank :: self.dist.world_size].tolist()
+        g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+        return torch.utils.data.DataLoader(
+            torch.utils.data.Subset(self.dataset, indices),
+            batch_size=self.batch_size,
+            shuffle=False,
+            drop_last=self.train,
+            num_workers=self.workers,
+            collate_fn=collate_skipping_none,
+            pin_memory=self.device.type == "cuda",
+            generator=g,
+            persistent_workers=False,
+        )
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for step, batch in enumerate(self._loader(epoch)):
+            if step < start_step or batch is None:
+                continue
+            x, y = batch
+            x = self.normalize(x.to(self.device, non_blocking=True))
+            y = y.to(self.device, non_blocking=True)
+            if self.mix is not None:
+                x, y = self.mix(x, y)
+            yield x, y
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class TensorBatches:
+    """Ready-made float inputs and integer labels (the Python API's ``(x, y)`` tuples)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, device: torch.device, train: bool,
+                 seed: int = 0, dist: DistInfo = DistInfo(), classes: Sequence[str] | None = None,
+                 channels_last: bool = False) -> None:
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"inputs and labels differ in length: {x.shape[0]} vs {y.shape[0]}")
+        if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"labels must be integer class indices, got {y.dtype}")
+        self.x, self.y = x.to(device), y.long().to(device)
+        self.classes = list(classes) if classes else [str(i) for i in range(int(y.max()) + 1)]
+        self.batch_size, self.train, self.seed, self.dist, self.device = batch_size, train, seed, dist, device
+        self.channels_last = channels_last and x.ndim == 4
+
+    @property
+    def num_samples(self) -> int:
+        return self.x.shape[0]
+
+    def __len__(self) -> int:
+        return steps_per_epoch(self.num_samples, self.batch_size, self.train, self.dist)
+
+    def epoch(self, epoch: int, start_step: int = 0):
+        order = epoch_permutation(self.num_samples, self.seed, epoch) if self.train else torch.arange(self.num_samples)
+        idx = order[self.dist.rank :: self.dist.world_size].to(self.device)
+        for step in range(start_step, len(self)):
+            sel = idx[step * self.batch_size : (step + 1) * self.batch_size]
+            x = self.x[sel].float()
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.y[sel]
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def soft_accuracy_hits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Correct top-1 predictions; with mixed (soft) targets the dominant class counts."""
+    hard = targets.argmax(1) if targets.ndim == 2 else targets
+    return (logits.argmax(1) == hard).sum()
+
+
+def loss_fn(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0, reduction: str = "mean") -> torch.Tensor:
+    # cross_entropy takes class indices or (mixup/cutmix) probabilities alike.
+    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing, reduction=reduction)

@@ -1,0 +1,426 @@
+"""PNG plots of a training run: curves, confusion matrix, spectrograms, model comparisons.
+
+Figures are drawn with ``matplotlib.figure.Figure`` on a ``FigureCanvasAgg``, never through
+pyplot: pyplot keeps global figure and backend state, which leaks memory in long runs,
+breaks in threads and needs a display unless the backend is forced. Each file is written
+to a temporary file beside its destination and renamed over it, so a reader (a dashboard,
+a half-finished sync) never sees a truncated PNG.
+
+Every function returns the :class:`~pathlib.Path` it wrote and creates missing folders.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+DPI = 120
+MAX_SPECTROGRAMS = 16
+# Above this many classes the confusion cells are too small for their counts.
+MAX_ANNOTATED_CLASSES = 20
+DEFAULT_METRIC_PAIRS: tuple[tuple[str, str], ...] = (("train_acc", "val_acc"), ("train_loss", "val_loss"))
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    # constrained layout makes room for rotated tick labels, legends and colour bars.
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: PathLike) -> Path:
+    """Render ``fig`` to ``path`` as PNG atomically, then release its artists."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder as the target: os.replace is atomic only within one file system.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=DPI)
+        # mkstemp creates the file 0600; a plot should be readable like any other output.
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, target)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    finally:
+        # Without pyplot there is no figure manager to close; clearing drops the artists
+        # (and their image buffers) even if the caller keeps a reference by accident.
+        fig.clear()
+    return target
+
+
+def _check_path(path: object) -> None:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+
+
+def _number(value: object, what: str) -> Optional[float]:
+    """``value`` as a float, None when missing (None); TypeError for anything not numeric."""
+    if value is None:
+        return None
+    if hasattr(value, "item") and callable(value.item):  # 0-d tensors and numpy scalars
+        try:
+            value = value.item()
+        except (ValueError, RuntimeError):
+            raise TypeError(f"{what} must be a single number, got an array of shape {getattr(value, 'shape', '?')}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number or None, got {type(value).__name__}")
+    return float(value)
+
+
+def _check_history(history: object, name: str = "history") -> list[Mapping[str, Any]]:
+    if isinstance(history, (str, bytes, Mapping)) or not isinstance(history, Sequence):
+        raise TypeError(f"{name} must be a list of dicts (one per epoch), got {type(history).__name__}")
+    if not history:
+        raise ValueError(f"{name} is empty; it needs at least one epoch")
+    for i, row in enumerate(history):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"{name}[{i}] must be a dict, got {type(row).__name__}")
+        if row.get("epoch") is None:
+            raise ValueError(f"{name}[{i}] has no 'epoch' (keys: {sorted(row)})")
+    return list(history)
+
+
+def _series(history: Sequence[Mapping[str, Any]], key: str, name: str = "history") -> tuple[list[float], list[float]]:
+    """Epochs and values of ``key``, skipping rows where it is missing or None."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for i, row in enumerate(history):
+        value = _number(row.get(key), f"{name}[{i}][{key!r}]")
+        if value is not None:
+            xs.append(_number(row["epoch"], f"{name}[{i}]['epoch']"))  # type: ignore[arg-type]
+            ys.append(value)
+    return xs, ys
+
+
+def _line_kwargs(count: int) -> dict[str, Any]:
+    # Markers show isolated points (validation every few epochs) but clutter long runs.
+    return {"marker": "o", "markersize": 3} if count <= 60 else {}
+
+
+def _colours(count: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    if count <= 10:
+        return [colormaps["tab10"](i) for i in range(count)]
+    if count <= 20:
+        return [colormaps["tab20"](i) for i in range(count)]
+    return [colormaps["turbo"](i / (count - 1)) for i in range(count)]
+
+
+# --------------------------------------------------------------------------------------
+# Training curves
+# --------------------------------------------------------------------------------------
+
+
+def plot_curves(history: Sequence[Mapping[str, Any]], path: PathLike, title: Optional[str] = None) -> Path:
+    """Loss and accuracy against epoch, train and validation, in two panels.
+
+    ``history`` rows have ``epoch``, ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``;
+    a missing or None value (no validation that epoch) is skipped and the line joins the
+    epochs that have one. Accuracies in [0, 1] are labelled as percentages.
+    """
+    _check_path(path)
+    rows = _check_history(history)
+    fig = _new_figure(11, 4.2)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    panels = ((ax_loss, "loss", "Loss"), (ax_acc, "acc", "Accuracy"))
+    for ax, suffix, label in panels:
+        drawn = []
+        for split, colour in (("train", "tab:blue"), ("val", "tab:orange")):
+            xs, ys = _series(rows, f"{split}_{suffix}")
+            if xs:
+                ax.plot(xs, ys, color=colour, label=split, **_line_kwargs(len(xs)))
+                drawn.extend(ys)
+        if suffix == "acc":
+            xs, ys = _series(rows, "val_acc")
+            finite = [(x, y) for x, y in zip(xs, ys) if math.isfinite(y)]
+            if finite:
+                best_x, best_y = max(finite, key=lambda p: p[1])
+                ax.plot([best_x], [best_y], marker="*", markersize=12, color="tab:red", linestyle="none",
+                        label=f"best val {best_y:.2%}" if best_y <= 1 else f"best val {best_y:.4g}")
+            if drawn and all(0.0 <= y <= 1.0 for y in drawn if math.isfinite(y)):
+                ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+        ax.set_title(label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label.lower())
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        if drawn:
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, f"no {label.lower()} recorded", ha="center", va="center", transform=ax.transAxes)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------
+# Confusion matrix
+# --------------------------------------------------------------------------------------
+
+
+def plot_confusion(
+    matrix: Union[Sequence[Sequence[float]], np.ndarray],
+    class_names: Sequence[str],
+    path: PathLike,
+    normalize: bool = True,
+    title: Optional[str] = None,
+) -> Path:
+    """Heat map of a confusion matrix (rows: true class, columns: predicted).
+
+    ``normalize=True`` colours each row by its fraction (the diagonal is per-class recall);
+    rows without samples stay 0. With up to 20 classes the counts are written in the
+    cells. Figure size and fonts scale with the class count, readable up to ~100 classes.
+    """
+    _check_path(path)
+    if hasattr(matrix, "detach"):  # a torch tensor, without importing torch here
+        matrix = matrix.detach().cpu().numpy()
+    try:
+        counts = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"matrix must be a square list of lists or array of numbers: {exc}") from None
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] == 0:
+        raise ValueError(f"matrix must be square (K, K) with K >= 1, got shape {counts.shape}")
+    k = counts.shape[0]
+    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
+        raise TypeError(f"class_names must be a list of {k} names, got {type(class_names).__name__}")
+    if len(class_names) != k:
+        raise ValueError(f"class_names must list {k} names (one per matrix row), got {len(class_names)}")
+    if not np.isfinite(counts).all() or (counts < 0).any():
+        raise ValueError("matrix entries must be finite and non-negative")
+
+    if normalize:
+        totals = counts.sum(axis=1, keepdims=True)
+        shown = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+        vmax = 1.0
+    else:
+        shown = counts
+        vmax = max(float(counts.max()), 1.0)
+
+    # Cells shrink from 0.6 in to 0.2 in as K grows so that 100 classes fit in ~24 in.
+    cell = float(np.clip(6.0 / k, 0.2, 0.6))
+    side = max(6.0, k * cell + 2.5)
+    tick_size = float(np.clip(cell * 72 * 0.6, 4.0, 10.0))
+    fig = _new_figure(side + 1.2, side)
+    ax = fig.subplots()
+    image = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=vmax, interpolation="nearest")
+    colourbar = fig.colorbar(image, ax=ax, shrink=0.8 if k > 10 else 1.0)
+    colourbar.set_label("fraction of the true class" if normalize else "count")
+    if normalize:
+        colourbar.ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+
+    ticks = np.arange(k)
+    names = [str(name) for name in class_names]
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    # 45 degrees reads better for a few long names; 90 keeps 100 names from overlapping.
+    if k <= MAX_ANNOTATED_CLASSES:
+        ax.set_xticklabels(names, rotation=45, ha="right", rotation_mode="anchor", fontsize=tick_size)
+    else:
+        ax.set_xticklabels(names, rotation=90, fontsize=tick_size)
+    ax.set_yticklabels(names, fontsize=tick_size)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or ("Confusion matrix (row-normalized)" if normalize else "Confusion matrix"))
+
+    if k <= MAX_ANNOTATED_CLASSES:
+        integral = np.all(counts == np.round(counts))
+        text_size = float(np.clip(cell * 72 * 0.45, 6.0, 10.0))
+        threshold = 0.5 * vmax
+        for i in range(k):
+            for j in range(k):
+                text = f"{int(counts[i, j])}" if integral else f"{counts[i, j]:.2g}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=text_size,
+                        color="white" if shown[i, j] > threshold else "black")
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------
+# Spectrograms
+# --------------------------------------------------------------------------------------
+
+
+def plot_spectrograms(
+    specs: Any,
+    labels: Sequence[str],
+    path: PathLike,
+    ncols: int = 4,
+    colorbar: bool = False,
+    title: Optional[str] = None,
+) -> Path:
+    """Grid of log-mel spectrograms, (N, 1, F, T) or (N, F, T), each titled with its label.
+
+    Values are drawn as given (already log-compressed, e.g. dB), low frequencies at the
+    bottom; each panel has its own colour scale. At most the first 16 are shown.
+    """
+    _check_path(path)
+    if hasattr(specs, "detach"):  # a torch tensor, without importing torch here
+        specs = specs.detach().float().cpu().numpy()
+    array = np.asarray(specs, dtype=np.float32)
+    if array.ndim == 4:
+        if array.shape[1] != 1:
+            raise ValueError(f"4-D specs must have one channel, shape (N, 1, F, T), got {array.shape}")
+        array = array[:, 0]
+    if array.ndim != 3 or 0 in array.shape:
+        raise ValueError(f"specs must have shape (N, 1, F, T) or (N, F, T) with no empty axis, got {np.shape(specs)}")
+    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols must be a positive int, got {ncols!r}")
+    if isinstance(labels, str) or not isinstance(labels, Sequence):
+        raise TypeError(f"labels must be a list of {array.shape[0]} strings, got {type(labels).__name__}")
+    if len(labels) != array.shape[0]:
+        raise ValueError(f"labels must have one entry per spectrogram ({array.shape[0]}), got {len(labels)}")
+
+    count = min(array.shape[0], MAX_SPECTROGRAMS)
+    cols = min(ncols, count)
+    rows = math.ceil(count / cols)
+    fig = _new_figure(3.2 * cols + (0.6 * cols if colorbar else 0.0), 2.6 * rows + (0.4 if title else 0.0))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for index, ax in enumerate(axes):
+        if index >= count:
+            ax.set_axis_off()
+            continue
+        image = ax.imshow(array[index], origin="lower", aspect="auto", cmap="magma", interpolation="nearest")
+        ax.set_title(str(labels[index]), fontsize=10)
+        # Axis labels only on the outer panels; every panel shares the same F x T layout.
+        if index % cols == 0:
+            ax.set_ylabel("mel bin")
+        if index + cols >= count:
+            ax.set_xlabel("frame")
+        if colorbar:
+            fig.colorbar(image, ax=ax, format="%.0f")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------
+# Comparing models
+# --------------------------------------------------------------------------------------
+
+
+def plot_comparison_curves(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: PathLike,
+    metric_pairs: Sequence[tuple[str, str]] = DEFAULT_METRIC_PAIRS,
+    title: Optional[str] = None,
+) -> Path:
+    """Several runs' curves overlaid, in the form of He et al. 2015, Figure 6.
+
+    One panel per ``(train_key, val_key)`` pair of ``metric_pairs``, one colour per run,
+    training dashed and validation solid. Accuracy keys (ending in ``acc``) are drawn as
+    error, ``1 - acc``, in percent; they must be fractions in [0, 1]. The default draws
+    error in the first panel and loss in the second.
+    """
+    _check_path(path)
+    if not isinstance(runs, Mapping) or not runs:
+        raise ValueError("runs must be a non-empty dict {model name: history}")
+    histories = {str(name): _check_history(history, f"runs[{name!r}]") for name, history in runs.items()}
+    pairs = [tuple(pair) for pair in metric_pairs]
+    if not pairs or any(len(pair) != 2 or not all(isinstance(key, str) for key in pair) for pair in pairs):
+        raise ValueError(f"metric_pairs must be a non-empty list of (train_key, val_key) pairs, got {metric_pairs!r}")
+
+    fig = _new_figure(6.0 * len(pairs), 4.6)
+    axes = np.atleast_1d(fig.subplots(1, len(pairs), squeeze=False)).ravel()
+    colours = _colours(len(histories))
+    for ax, (train_key, val_key) in zip(axes, pairs):
+        is_error = train_key.endswith("acc") and val_key.endswith("acc")
+        for colour, (name, rows) in zip(colours, histories.items()):
+            for key, style in ((train_key, "--"), (val_key, "-")):
+                xs, ys = _series(rows, key, f"runs[{name!r}]")
+                if is_error:
+                    if any(not 0.0 <= y <= 1.0 for y in ys if math.isfinite(y)):
+                        raise ValueError(f"runs[{name!r}] {key} must be fractions in [0, 1] to plot 1 - accuracy")
+                    ys = [1.0 - y for y in ys]
+                if xs:
+                    ax.plot(xs, ys, linestyle=style, color=colour, linewidth=1.8 if style == "-" else 1.2)
+        metric = "error" if is_error else _common_suffix(train_key, val_key)
+        ax.set_title(f"{metric}: {train_key} (dashed), {val_key} (solid)", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{metric} (%)" if is_error else metric)
+        if is_error:
+            ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+    handles = [Line2D([], [], color=colour, linewidth=2, label=name) for colour, name in zip(colours, histories)]
+    handles += [Line2D([], [], color="grey", linestyle="--", label="train"),
+                Line2D([], [], color="grey", linestyle="-", label="val")]
+    axes[0].legend(handles=handles, fontsize=9, ncols=2 if len(handles) > 8 else 1)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _common_suffix(train_key: str, val_key: str) -> str:
+    # "train_loss" / "val_loss" -> "loss"; unrelated keys keep both names.
+    train_tail = train_key.split("_", 1)[-1]
+    return train_tail if train_tail == val_key.split("_", 1)[-1] else f"{train_key} / {val_key}"
+
+
+def plot_scatter(
+    points: Sequence[Mapping[str, Any]],
+    path: PathLike,
+    xlabel: str = "parameters",
+    ylabel: str = "top-1 accuracy",
+    logx: bool = True,
+    title: Optional[str] = None,
+) -> Path:
+    """Scatter of models (accuracy against parameters or MACs), each point labelled with its name.
+
+    ``points`` are dicts with ``name``, ``x``, ``y``; ``logx`` needs every x > 0.
+    """
+    _check_path(path)
+    if isinstance(points, (str, Mapping)) or not isinstance(points, Sequence) or not points:
+        raise ValueError("points must be a non-empty list of dicts with keys name, x, y")
+    names: list[str] = []
+    xs: list[float] = []
+    ys: list[float] = []
+    for i, point in enumerate(points):
+        if not isinstance(point, Mapping) or not {"name", "x", "y"} <= set(point):
+            raise ValueError(f"points[{i}] must be a dict with keys name, x, y, got {point!r}")
+        x = _number(point["x"], f"points[{i}]['x']")
+        y = _number(point["y"], f"points[{i}]['y']")
+        if x is None or y is None or not (math.isfinite(x) and math.isfinite(y)):
+            raise ValueError(f"points[{i}] needs finite x and y, got x={point['x']!r}, y={point['y']!r}")
+        if logx and x <= 0:
+            raise ValueError(f"points[{i}] ({point['name']!r}) has x={x}; a log x axis needs x > 0 (or pass logx=False)")
+        names.append(str(point["name"]))
+        xs.append(x)
+        ys.append(y)
+
+    fig = _new_figure(7.5, 5.5)
+    ax = fig.subplots()
+    ax.scatter(xs, ys, s=36, color="tab:blue", zorder=3)
+    for name, x, y in zip(names, xs, ys):
+        ax.annotate(name, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=9)
+    if logx:
+        ax.set_xscale("log")
+    if all(0.0 <= y <= 1.0 for y in ys):
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    # Room on the right for the last point's label.
+    ax.margins(x=0.12, y=0.08)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"{ylabel} vs {xlabel}")
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(fig, path)

@@ -1,0 +1,137 @@
+"""Recipes, flags, schedules and batched augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnetkit.cli.train_cmd import config_overrides
+from resnetkit.cli.main import build_parser
+from resnetkit.data.augment import AugmentConfig, BatchAugment, augment_from, random_crop, random_hflip
+from resnetkit.engine.config import TrainConfig, build_config
+from resnetkit.engine.optim import build_optimizer, lr_factor
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def test_paper_recipe_follows_he_et_al():
+    cfg = build_config(RECIPES / "cifar10_resnet20_paper.yaml")
+    assert (cfg.model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size) == ("resnet20", 0.1, 0.9, 1e-4, 128)
+    assert cfg.max_steps == 64000 and cfg.milestones == [32000, 48000] and cfg.milestone_unit == "step"
+    assert cfg.val_split == 0.1 and cfg.augment == "cifar"
+    factors = [lr_factor(s, 64000, 352, cfg) for s in (0, 31999, 32000, 47999, 48000, 63999)]
+    assert factors == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_every_recipe_is_valid():
+    for path in RECIPES.glob("*.yaml"):
+        build_config(path)
+
+
+def test_flags_override_the_recipe():
+    args = build_parser().parse_args(["train", "--recipe", str(RECIPES / "cifar10_resnet20_fast.yaml"),
+                                      "--lr", "0.05", "--mixup", "0.2", "--drop-path-rate", "0.1", "--amp", "off"])
+    cfg = build_config(args.recipe, config_overrides(args))
+    assert cfg.lr == 0.05 and cfg.amp == "off" and cfg.epochs == 60
+    assert cfg.augment_args == {"mixup": 0.2} and cfg.model_args == {"drop_path_rate": 0.1}
+
+
+def test_unknown_recipe_key_suggests(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: 0.1\nepochs: 3\n")
+    with pytest.raises(ValueError, match=r"unknown key\(s\): learning_rate"):
+        build_config(bad)
+    bad.write_text("epoch: 3\n")
+    with pytest.raises(ValueError, match="did you mean epochs"):
+        build_config(bad)
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ValueError, match="must be a mapping"):
+        build_config(bad)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"optimizer": "rmsprop"}, "optimizer must be one of sgd, adamw"),
+    ({"schedule": "step"}, "needs milestones"),
+    ({"amp": "fp8"}, "amp must be one of"),
+    ({"epochs": 0}, "epochs must be >= 1"),
+])
+def test_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_warmup_cosine_and_onecycle():
+    cfg = TrainConfig(schedule="cosine", warmup_epochs=1)
+    assert lr_factor(0, 1000, 100, cfg) == pytest.approx(0.01)
+    assert lr_factor(99, 1000, 100, cfg) == pytest.approx(1.0)
+    assert lr_factor(550, 1000, 100, cfg) == pytest.approx(0.5, abs=0.01)
+    assert lr_factor(999, 1000, 100, cfg) < 1e-4
+    one = TrainConfig(schedule="onecycle")
+    peak = max(range(1000), key=lambda s: lr_factor(s, 1000, 100, one))
+    assert 250 <= peak <= 350 and lr_factor(0, 1000, 100, one) == pytest.approx(0.04)
+
+
+def test_no_weight_decay_on_norms_and_biases():
+    from resnetkit import create_model
+
+    model = create_model("resnet20")
+    opt = build_optimizer(model, TrainConfig(weight_decay=5e-4))
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_random_crop_is_per_sample_and_keeps_content():
+    g = torch.Generator().manual_seed(0)
+    images = torch.arange(4 * 3 * 8 * 8, dtype=torch.int64).remainder(251).to(torch.uint8).view(4, 3, 8, 8)
+    images = images.repeat(16, 1, 1, 1)
+    out = random_crop(images, 2, g)
+    assert out.shape == images.shape
+    # Different samples get different offsets; every crop is a shifted window of its padded image.
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    offsets = set()
+    for i in range(out.shape[0]):
+        found = [(dy, dx) for dy in range(5) for dx in range(5)
+                 if torch.equal(padded[i, :, dy:dy + 8, dx:dx + 8], out[i])]
+        assert found
+        offsets.add(found[0])
+    assert len(offsets) > 5
+
+
+def test_flip_and_presets():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 255, (64, 3, 4, 4), dtype=torch.uint8)
+    flipped = random_hflip(x, g)
+    same = [torch.equal(a, b) for a, b in zip(x, flipped)]
+    assert 10 < sum(same) < 54
+    assert all(torch.equal(a.flip(-1), b) for a, b, s in zip(x, flipped, same) if not s)
+    assert augment_from("digits").hflip is False and augment_from("cifar").crop_padding == 4
+    cfg = augment_from("cifar", {"auto_augment": "trivialaugment", "random_erasing": 0.5, "rotation": 10})
+    out = BatchAugment(cfg, generator=g)(torch.randint(0, 255, (32, 3, 32, 32), dtype=torch.uint8))
+    assert out.shape == (32, 3, 32, 32) and out.dtype == torch.uint8
+    with pytest.raises(ValueError, match="unknown augmentation preset"):
+        augment_from("cifar-10")
+    with pytest.raises(ValueError, match="unknown augmentation option"):
+        AugmentConfig.from_dict({"flip": True})
+
+
+def test_mixup_gives_soft_targets_and_training_runs(tmp_path):
+    from resnetkit.engine import train
+
+    summary = train(TrainConfig(data="digits", epochs=1, quiet=True, out=str(tmp_path / "mix"),
+                                augment_args={"mixup": 0.2, "cutmix": 1.0}, label_smoothing=0.1, ema_decay=0.99,
+                                grad_clip=5.0, schedule="onecycle"))
+    assert summary.history[0]["train_loss"] > 0 and (tmp_path / "mix" / "best.pt").exists()
+
+
+def test_cli_default_train_prints_summary(tmp_path, capsys, monkeypatch):
+    from resnetkit.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--epochs", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "validation accuracy" in out and "runs/resnet20-digits-" in out
+    assert len(list((tmp_path / "runs").iterdir())) == 1
