@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import resource
 import statistics
@@ -60,6 +61,7 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench-cifar10-resnet20-fast")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     t_start = time.perf_counter()
     fp32 = [step_throughput(None) for _ in range(2)]

@@ -9,7 +9,7 @@ import torch
 
 from resnetkit.cli.train_cmd import config_overrides
 from resnetkit.cli.main import build_parser
-from resnetkit.data.augment import AugmentConfig, BatchAugment, augment_from, random_crop, random_hflip
+from resnetkit.data.augment import AugmentConfig, BatchAugment, Normalize, augment_from, gather_crop_flip, pad_store
 from resnetkit.engine.config import TrainConfig, build_config
 from resnetkit.engine.optim import build_optimizer, lr_factor
 
@@ -84,33 +84,52 @@ def test_no_weight_decay_on_norms_and_biases():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
-def test_random_crop_is_per_sample_and_keeps_content():
+def _windows(padded, i, crop, size=8):
+    """Offsets (dy, dx, flipped) at which ``crop`` is a window of ``padded[i]``."""
+    found = []
+    for dy in range(padded.shape[-2] - size + 1):
+        for dx in range(padded.shape[-1] - size + 1):
+            window = padded[i, :, dy:dy + size, dx:dx + size]
+            found += [(dy, dx, False)] * torch.equal(window, crop) + [(dy, dx, True)] * torch.equal(window.flip(-1), crop)
+    return found
+
+
+def test_gather_crop_is_per_sample_and_keeps_content():
     g = torch.Generator().manual_seed(0)
-    images = torch.arange(4 * 3 * 8 * 8, dtype=torch.int64).remainder(251).to(torch.uint8).view(4, 3, 8, 8)
-    images = images.repeat(16, 1, 1, 1)
-    out = random_crop(images, 2, g)
-    assert out.shape == images.shape
-    # Different samples get different offsets; every crop is a shifted window of its padded image.
+    images = torch.randint(0, 255, (64, 3, 8, 8), dtype=torch.uint8)
+    store = pad_store(images, 2)
+    sel = torch.randperm(64, generator=g)[:48]
+    out = gather_crop_flip(store, sel, (8, 8), 2, False, g)
+    assert out.shape == (48, 3, 8, 8) and out.is_contiguous(memory_format=torch.channels_last)
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
     offsets = set()
-    for i in range(out.shape[0]):
-        found = [(dy, dx) for dy in range(5) for dx in range(5)
-                 if torch.equal(padded[i, :, dy:dy + 8, dx:dx + 8], out[i])]
-        assert found
-        offsets.add(found[0])
-    assert len(offsets) > 5
+    for j, i in enumerate(sel.tolist()):
+        found = [f for f in _windows(padded, i, out[j]) if not f[2]]
+        assert found, "every crop is a window of its own padded image"
+        offsets.add(found[0][:2])
+    assert len(offsets) > 10
 
 
-def test_flip_and_presets():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 255, (64, 3, 4, 4), dtype=torch.uint8)
-    flipped = random_hflip(x, g)
-    same = [torch.equal(a, b) for a, b in zip(x, flipped)]
-    assert 10 < sum(same) < 54
-    assert all(torch.equal(a.flip(-1), b) for a, b, s in zip(x, flipped, same) if not s)
+def test_gather_flip_mirrors_about_half():
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 255, (64, 3, 8, 8), dtype=torch.uint8)
+    out = gather_crop_flip(pad_store(images, 0), torch.arange(64), (8, 8), 0, True, g)
+    same = [torch.equal(a, b) for a, b in zip(images, out)]
+    assert 16 < sum(same) < 48
+    assert all(torch.equal(a.flip(-1), b) for a, b, s in zip(images, out, same) if not s)
+
+
+def test_normalize_keeps_channels_last_and_values():
+    x = torch.randint(0, 255, (4, 3, 5, 5), dtype=torch.uint8)
+    out = Normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.3), channels_last=True)(x)
+    expected = (x.float() / 255 - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    assert torch.allclose(out, expected, atol=1e-5) and out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_presets_and_torchvision_transforms():
     assert augment_from("digits").hflip is False and augment_from("cifar").crop_padding == 4
     cfg = augment_from("cifar", {"auto_augment": "trivialaugment", "random_erasing": 0.5, "rotation": 10})
-    out = BatchAugment(cfg, generator=g)(torch.randint(0, 255, (32, 3, 32, 32), dtype=torch.uint8))
+    out = BatchAugment(cfg)(torch.randint(0, 255, (32, 3, 32, 32), dtype=torch.uint8))
     assert out.shape == (32, 3, 32, 32) and out.dtype == torch.uint8
     with pytest.raises(ValueError, match="unknown augmentation preset"):
         augment_from("cifar-10")

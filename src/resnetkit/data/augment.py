@@ -128,50 +128,66 @@ def eval_transform(size: tuple[int, int], crop_pct: float) -> v2.Compose:
 
 
 class BatchAugment:
-    """Augments a uint8 (N, C, H, W) batch where it lies (CPU or GPU).
+    """The torchvision transforms of ``config`` other than crop and flip, on a uint8 batch.
 
-    Crop and flip are drawn per sample with ``generator``; the torchvision transforms run on
-    chunks of ``chunk`` samples (one parameter draw per chunk) and use torch's global RNG,
-    whose state training checkpoints save.
+    Crop and flip are drawn per sample inside :func:`gather_crop_flip`; these run on chunks
+    of ``chunk`` samples (one parameter draw per chunk) and use torch's global RNG, whose
+    state training checkpoints save.
     """
 
-    def __init__(self, config: AugmentConfig, chunk: int = 8, generator: torch.Generator | None = None) -> None:
+    def __init__(self, config: AugmentConfig, chunk: int = 8) -> None:
         self.config = config
         self.chunk = chunk
-        self.generator = generator if generator is not None else torch.Generator()
-        self._v2 = v2.Compose(_v2_pipeline(config, None, per_sample=False)) if _v2_pipeline(config, None, False) else None
+        ops = _v2_pipeline(config, None, per_sample=False)
+        self._v2 = v2.Compose(ops) if ops else None
+
+    @property
+    def active(self) -> bool:
+        return self._v2 is not None or self.config.scale is not None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if self.config.crop_padding:
-            images = random_crop(images, self.config.crop_padding, self.generator)
-        if self.config.hflip:
-            images = random_hflip(images, self.generator)
         if self.config.scale is not None:
-            size = list(images.shape[-2:])
-            rrc = v2.RandomResizedCrop(size, scale=self.config.scale, antialias=True)
+            rrc = v2.RandomResizedCrop(list(images.shape[-2:]), scale=self.config.scale, antialias=True)
             images = torch.cat([rrc(part) for part in images.split(self.chunk)])
         if self._v2 is not None:
             images = torch.cat([self._v2(part) for part in images.split(self.chunk)])
         return images
 
 
-def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad by ``padding`` and crop back to the original size at a random offset per sample."""
-    n, c, h, w = images.shape
-    padded = torch.nn.functional.pad(images, (padding,) * 4)
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(images.device)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(images.device)
-    rows = (torch.arange(h, device=images.device)[None, :] + dy[:, None])  # (N, H)
-    cols = (torch.arange(w, device=images.device)[None, :] + dx[:, None])  # (N, W)
-    batch = torch.arange(n, device=images.device)[:, None, None]
-    # Advanced indexing gathers (N, H, W, C); move channels back.
-    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
-    return out.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last if images.is_contiguous(memory_format=torch.channels_last) and c > 1 else torch.contiguous_format)
+def pad_store(images: torch.Tensor, padding: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> zero-padded (N, H+2p, W+2p, C), the layout :func:`gather_crop_flip` reads."""
+    if padding:
+        images = torch.nn.functional.pad(images, (padding,) * 4)
+    return images.permute(0, 2, 3, 1).contiguous()
 
 
-def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(images.shape[0], generator=generator).to(images.device) < 0.5
-    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+def gather_crop_flip(
+    store: torch.Tensor,
+    indices: torch.Tensor,
+    size: tuple[int, int],
+    padding: int,
+    flip: bool,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Select, randomly crop and flip samples of ``store`` in a single gather.
+
+    ``store`` is (N, H+2p, W+2p, C) uint8 from :func:`pad_store`. Each sample gets its own
+    offset in [0, 2p] and a coin flip, drawn from ``generator``. The result is a (n, C, h, w)
+    view with channels-last strides, the layout the convolutions want, so no copy follows.
+    """
+    n, (h, w) = indices.shape[0], size
+    _, hp, wp, c = store.shape
+    device = store.device
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(device)
+    cols = torch.arange(w, device=device).expand(n, w)
+    if flip:
+        mirrored = torch.rand(n, generator=generator).to(device) < 0.5
+        cols = torch.where(mirrored[:, None], w - 1 - cols, cols)
+    rows = torch.arange(h, device=device)[None, :] + dy[:, None]
+    pixel = (indices[:, None, None] * hp + rows[:, :, None]) * wp + (cols + dx[:, None])[:, None, :]
+    out = store.view(-1, c).index_select(0, pixel.reshape(-1))
+    return out.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
 def mix_transform(config: AugmentConfig, num_classes: int):
@@ -187,17 +203,18 @@ def mix_transform(config: AugmentConfig, num_classes: int):
 
 
 class Normalize:
-    """uint8 batch -> float (x/255 - mean) / std, channels-last when asked, on the batch's device."""
+    """uint8 batch -> float (x/255 - mean) / std on the batch's device, channels-last when asked."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], channels_last: bool = False) -> None:
-        self.mean = torch.tensor(mean).view(1, -1, 1, 1) * 255.0
-        self.inv_std = 1.0 / (torch.tensor(std).view(1, -1, 1, 1) * 255.0)
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.scale = 1.0 / (std_t * 255.0)
+        self.shift = -torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) / std_t
         self.channels_last = channels_last
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if self.mean.device != images.device:
-            self.mean, self.inv_std = self.mean.to(images.device), self.inv_std.to(images.device)
-        x = (images.float() - self.mean) * self.inv_std
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        if self.scale.device != images.device:
+            self.scale, self.shift = self.scale.to(images.device), self.shift.to(images.device)
+        # float() keeps the input's strides: a channels-last view stays channels-last.
+        x = images.float().mul_(self.scale).add_(self.shift)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return x.contiguous(memory_format=memory_format)

@@ -15,7 +15,16 @@ from typing import Iterator, Sequence
 import torch
 from torch.nn import functional as F
 
-from ..data.augment import AugmentConfig, BatchAugment, Normalize, eval_transform, mix_transform, sample_transform
+from ..data.augment import (
+    AugmentConfig,
+    BatchAugment,
+    Normalize,
+    eval_transform,
+    gather_crop_flip,
+    mix_transform,
+    pad_store,
+    sample_transform,
+)
 from ..data.images import ImageData, ImageFiles, collate_skipping_none
 from .distributed import DistInfo
 
@@ -80,7 +89,11 @@ class InMemoryBatches:
 
             # Resize once, not every epoch.
             images = TF.resize(images, list(spec.image_size), antialias=True)
-        self.images = images.to(device)
+        self.size = tuple(spec.image_size)
+        self.augment_config = augment if train else None
+        self.padding = augment.crop_padding if self.augment_config else 0
+        # Stored padded and channels-last once, so a batch is one gather (see gather_crop_flip).
+        self.store = pad_store(images, self.padding).to(device)
         self.labels = data.labels.to(device)
         self.classes = data.classes
         self.batch_size = batch_size
@@ -90,12 +103,12 @@ class InMemoryBatches:
         self.device = device
         self.normalize = Normalize(spec.mean, spec.std, channels_last)
         self.generator = torch.Generator().manual_seed(seed + 17)
-        self.augment = BatchAugment(augment, generator=self.generator) if (train and augment) else None
-        self.mix = mix_transform(augment, num_classes or len(self.classes)) if (train and augment) else None
+        self.augment = BatchAugment(augment) if self.augment_config else None
+        self.mix = mix_transform(augment, num_classes or len(self.classes)) if self.augment_config else None
 
     @property
     def num_samples(self) -> int:
-        return self.images.shape[0]
+        return self.store.shape[0]
 
     def _indices(self, epoch: int) -> torch.Tensor:
         n = self.num_samples
@@ -110,8 +123,10 @@ class InMemoryBatches:
         idx = self._indices(epoch).to(self.device)
         for step in range(start_step, len(self)):
             sel = idx[step * self.batch_size : (step + 1) * self.batch_size]
-            x, y = self.images[sel], self.labels[sel]
-            if self.augment is not None:
+            flip = bool(self.augment_config and self.augment_config.hflip)
+            x = gather_crop_flip(self.store, sel, self.size, self.padding, flip, self.generator)
+            y = self.labels[sel]
+            if self.augment is not None and self.augment.active:
                 x = self.augment(x)
             x = self.normalize(x)
             if self.mix is not None:
