@@ -49,7 +49,9 @@ class PreActBasicBlock(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(preact)
         out = self.conv1(preact)
         out = self.conv2(self.act2(self.bn2(out)))
-        return self.drop_path(out) + shortcut
+        out = self.drop_path(out)
+        out += shortcut
+        return out
 
 
 class PreActBottleneck(nn.Module):
@@ -75,7 +77,9 @@ class PreActBottleneck(nn.Module):
         out = self.conv1(preact)
         out = self.conv2(self.act2(self.bn2(out)))
         out = self.conv3(self.act3(self.bn3(out)))
-        return self.drop_path(out) + shortcut
+        out = self.drop_path(out)
+        out += shortcut
+        return out
 
 
 class PreActResNet(ClassifierModel):

@@ -82,7 +82,8 @@ class BasicBlock(nn.Module):
             out = self.se(out)
         if self.residual:
             shortcut = x if self.downsample is None else self.downsample(x)
-            out = self.drop_path(out) + shortcut
+            out = self.drop_path(out)
+            out += shortcut  # in place, as torchvision: no extra activation-sized tensor
         return self.act2(out)
 
 
@@ -146,7 +147,8 @@ class Bottleneck(nn.Module):
             out = self.se(out)
         if self.residual:
             shortcut = x if self.downsample is None else self.downsample(x)
-            out = self.drop_path(out) + shortcut
+            out = self.drop_path(out)
+            out += shortcut  # in place, as torchvision: no extra activation-sized tensor
         return self.act3(out)
 
 
