@@ -11,6 +11,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", help="files or folders")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--device", default="auto")
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
+                   help="precision of the optimized inference model (off: plain fp32)")
     p.add_argument("--json", action="store_true", help="print one JSON object per input")
 
 
@@ -20,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
     loaded = load_run(args.checkpoint, device=args.device)
-    results = loaded.predict(args.inputs, top_k=args.top_k)
+    results = loaded.predict(args.inputs, top_k=args.top_k, amp=args.amp)
     failed = 0
     for r in results:
         if args.json:

@@ -19,7 +19,7 @@ from . import distributed
 from .batches import ImageInputSpec
 from .checkpoint import CHECKPOINT_FORMAT
 from .config import TrainConfig
-from .trainer import EvalResult, Trainer, evaluate, resolve_amp, resolve_device, set_seed
+from .trainer import EvalResult, Trainer, evaluate, resolve_device, set_seed
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +184,23 @@ class LoadedRun:
             data = self.load_eval_data(str(data))
         data = _remap(data, self.classes)
         spec = self.input_spec()
-        return evaluate(self.model, data, batch_size=batch_size, device=self.device, amp=amp,
+        # The optimized module carries its own precision; autocast stays off around it.
+        return evaluate(self.inference_model(amp), data, batch_size=batch_size, device=self.device, amp="off",
                         classes=self.classes, input_spec=spec)
+
+    def inference_model(self, amp: str = "auto") -> nn.Module:
+        """The run's model through optimize_for_inference (``amp="off"``: plain fp32), built once per precision.
+
+        No torch.compile: evaluate and predict run once, and compilation would cost more
+        than it saves on a few thousand inputs.
+        """
+        precision = "fp32" if amp == "off" else ("auto" if amp == "auto" else amp)
+        cache = self.__dict__.setdefault("_inference_models", {})
+        if precision not in cache:
+            from ..export import optimize_for_inference
+
+            cache[precision] = optimize_for_inference(self.model, precision=precision, device=self.device, compile=False)
+        return cache[precision]
 
     def input_spec(self):
         if self.kind == "audio":
@@ -203,24 +218,20 @@ class LoadedRun:
         return splits.val
 
     @torch.no_grad()
-    def predict(self, inputs: Any, top_k: int = 5) -> list[dict]:
+    def predict(self, inputs: Any, top_k: int = 5, amp: str = "auto") -> list[dict]:
         """Top-k classes for images (paths, folders, PIL images, tensors) or audio files."""
         items = list(_expand_inputs(inputs, self.kind))
         if not items:
             raise ValueError("nothing to predict: no image or audio files among the inputs")
         k = max(1, min(top_k, len(self.classes)))
         results = []
-        self.model.eval()
-        amp_dtype = resolve_amp("auto", self.device)
+        model = self.inference_model(amp)
         for start in range(0, len(items), 64):
             chunk = items[start : start + 64]
             batch, names, errors = self._prepare(chunk)
             probs = None
             if batch is not None:
-                from .trainer import autocast
-
-                with autocast(self.device, amp_dtype):
-                    logits = self.model(batch.to(self.device))
+                logits = model(batch.to(self.device))
                 probs = logits.float().softmax(1).cpu()
             j = 0
             for name, error in zip(names, errors):

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
 
 import torch
+import torch.fx
 from torch import nn
 
 from .layers import GlobalPool
@@ -84,6 +85,24 @@ class FeatureInfo(list):
         return [f.module for f in self]
 
 
+def check_input_channels(x: torch.Tensor, in_chans: int, model_name: str) -> None:
+    """Raise ValueError/TypeError unless ``x`` is a (N, in_chans, H, W) tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{model_name} expects a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"{model_name} expects a 4-D batch (N, {in_chans}, H, W); got a tensor of shape {tuple(x.shape)}")
+    if x.shape[1] != in_chans:
+        raise ValueError(
+            f"{model_name} expects {in_chans} input channel(s), got {x.shape[1]} (input shape {tuple(x.shape)}); "
+            f"build the model with in_chans={x.shape[1]} or convert the input"
+        )
+
+
+# torch.fx records the check as one call instead of tracing into its shape-dependent branches,
+# so models stay traceable for Conv+BN folding (resnetkit.export.folding).
+torch.fx.wrap("check_input_channels")
+
+
 class ClassifierModel(nn.Module):
     """Base of every model: input checks, head, backbone interface.
 
@@ -119,19 +138,7 @@ class ClassifierModel(nn.Module):
     # -- forward -----------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
         """Fail early, with the channel counts named, instead of deep inside a conv."""
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{self.model_name} expects a torch.Tensor, got {type(x).__name__}")
-        if x.ndim != 4:
-            raise ValueError(
-                f"{self.model_name} expects a 4-D batch (N, {self.in_chans}, H, W); "
-                f"got a tensor of shape {tuple(x.shape)}"
-            )
-        if x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"{self.model_name} expects {self.in_chans} input channel(s), got {x.shape[1]} "
-                f"(input shape {tuple(x.shape)}); build the model with in_chans={x.shape[1]} "
-                "or convert the input"
-            )
+        check_input_channels(x, self.in_chans, self.model_name)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image batch to the last feature map (before pooling)."""

@@ -161,8 +161,11 @@ class VGG(_VGGBase):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)
-        hidden, last = self.classifier[:-1], self.classifier[-1]
-        x = hidden(x)
+        # Module by module rather than a slice: a slice is a new Sequential, which torch.fx
+        # (Conv+BN folding) cannot trace.
+        *hidden, last = self.classifier
+        for layer in hidden:
+            x = layer(x)
         return x if pre_logits else last(x)
 
     def get_classifier(self) -> nn.Module:
