@@ -33,7 +33,15 @@ def _torchvision(name: str) -> nn.Module:
 def test_registered_families():
     assert list_models(family="vgg") == VGG_NAMES
     assert list_models(family="vgg-cifar") == sorted(f"{n}_cifar" for n in VGG_NAMES)
-    assert list_models(family="inception") == ["googlenet", "googlenet_cifar"]
+    assert list_models(family="inception") == ["googlenet", "googlenet_cifar", "googlenet_small_cifar"]
+
+
+def test_small_cifar_googlenet_costs_about_a_resnet56():
+    from resnetkit import model_stats
+
+    small, resnet56 = model_stats("googlenet_small_cifar"), model_stats("resnet56")
+    assert 0.5 < small["macs"] / resnet56["macs"] < 1.0
+    assert model_stats("googlenet_cifar")["params"] == 6_158_346  # width 1 is unchanged
 
 
 @pytest.mark.parametrize("name", VGG_NAMES + ["googlenet"])

@@ -18,9 +18,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its last checkpoint")
     p.add_argument("--out", help="run directory (default runs/<model>-<data>-<time>)")
     p.add_argument("--name", help="run name under runs/")
+    add_training_arguments(p)
+
+
+def add_training_arguments(p: argparse.ArgumentParser) -> None:
+    """The settings shared by ``train`` and ``compare``."""
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int)
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    g.add_argument("--time-budget-min", type=float, help="wall-clock budget: as many epochs as fit after the first")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--optimizer", choices=["sgd", "adamw"])
     g.add_argument("--lr", type=float)
@@ -72,7 +78,7 @@ def _floats(text: str) -> list[float]:
 
 _AUGMENT_FLAGS = ("mixup", "cutmix", "auto_augment", "random_erasing")
 _MODEL_FLAGS = ("drop_rate", "drop_path_rate")
-_SKIP = {"command", "_run", "recipe", "resume", "json"}
+_SKIP = {"command", "_run", "recipe", "resume", "json", "models", "report", "no_latency"}
 
 
 def config_overrides(args: argparse.Namespace) -> dict:

@@ -36,6 +36,7 @@ class TrainConfig:
     # Optimization.
     epochs: int = 30
     max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
+    time_budget_min: float | None = None  # wall-clock budget: epochs are cut to what fits after epoch 1
     batch_size: int = 128
     optimizer: str = "sgd"
     lr: float = 0.1
@@ -98,6 +99,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.time_budget_min is not None and self.time_budget_min <= 0:
+            raise ValueError(f"time_budget_min must be > 0, got {self.time_budget_min}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.lr <= 0:

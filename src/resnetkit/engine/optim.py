@@ -61,8 +61,13 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, config: TrainCo
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int, config: TrainConfig):
-    """A LambdaLR stepping once per optimizer step (its state dict resumes exactly)."""
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps, steps_per_epoch: int, config: TrainConfig):
+    """A LambdaLR stepping once per optimizer step (its state dict resumes exactly).
+
+    ``total_steps`` is an int or a function returning it: a wall-clock budget only fixes the
+    length of the run once the first epoch has been timed.
+    """
+    total = total_steps if callable(total_steps) else (lambda: total_steps)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, steps_per_epoch, config)
+        optimizer, lambda step: lr_factor(step, total(), steps_per_epoch, config)
     )

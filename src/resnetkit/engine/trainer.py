@@ -299,7 +299,7 @@ class Trainer:
         if self.dist.enabled and cfg.sync_bn:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.optimizer = build_optimizer(self.model, cfg)
-        self.scheduler = build_scheduler(self.optimizer, self.total_steps, self.steps_per_epoch, cfg)
+        self.scheduler = build_scheduler(self.optimizer, lambda: self.total_steps, self.steps_per_epoch, cfg)
         fp16_cuda = self.amp_dtype == torch.float16 and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16_cuda)
         self.ema = None
@@ -347,6 +347,8 @@ class Trainer:
                         + (f"Resume with: resnetkit train --resume {self.run_dir}" if self.run_dir else "")
                     )
                 self.history.append(row)
+                if cfg.time_budget_min and self.epoch == 1:
+                    self._fit_to_budget(row["seconds"] + row.get("val_seconds", 0.0))
                 self._log_epoch(row)
                 self._save_epoch_outputs(row)
                 for cb in self.callbacks:
@@ -453,9 +455,23 @@ class Trainer:
         }
         last = self.global_step >= self.total_steps
         if self.val_batches is not None and (self.epoch % cfg.eval_every == 0 or last):
+            t_val = time.perf_counter()
             m = evaluate_batches(self.eval_model, self.val_batches, self.classes, self.device, self.amp_dtype)
-            row.update(val_loss=m["loss"], val_acc=m["top1"], val_top5=m["top5"])
+            row.update(val_loss=m["loss"], val_acc=m["top1"], val_top5=m["top5"], val_seconds=time.perf_counter() - t_val)
         return row
+
+    def _fit_to_budget(self, epoch_seconds: float) -> None:
+        """Cut the run to the epochs that fit the wall-clock budget, at the first epoch's speed.
+
+        The schedule follows the new length (it reads ``total_steps`` each step), so a budget
+        run still anneals to the end instead of stopping in the middle of its decay.
+        """
+        fit = max(1, int(self.config.time_budget_min * 60 // max(epoch_seconds, 1e-9)))
+        total = min(self.total_steps, fit * self.steps_per_epoch)
+        if total < self.total_steps:
+            log.info("time budget %.1f min: %d epoch(s) of %.0f s fit; training %d instead of %d",
+                     self.config.time_budget_min, fit, epoch_seconds, fit, self.epochs)
+            self.total_steps, self.epochs = total, math.ceil(total / self.steps_per_epoch)
 
     def _diverged(self, loss: torch.Tensor) -> None:
         lr = self.optimizer.param_groups[0]["lr"]
@@ -532,6 +548,7 @@ class Trainer:
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
+            "total_steps": self.total_steps,
             "partial": self._partial.clone(),
             "partial_seconds": self._partial_seconds,
             "best_acc": self.best_acc,
@@ -555,6 +572,9 @@ class Trainer:
         self.epoch = state["epoch"]
         self.step_in_epoch = state["step_in_epoch"]
         self.global_step = state["global_step"]
+        if self.config.time_budget_min and "total_steps" in state:
+            self.total_steps = state["total_steps"]
+            self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self._partial = state["partial"].clone()
         self._partial_seconds = state["partial_seconds"]
         self.best_acc = state["best_acc"]
@@ -631,7 +651,7 @@ def _as_tuple(value):
 
 
 METRIC_COLUMNS = ("epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr",
-                  "images_per_sec", "seconds")
+                  "images_per_sec", "seconds", "val_seconds")
 
 
 def write_metrics_csv(history: list[dict], path: Path) -> None:

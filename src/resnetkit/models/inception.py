@@ -119,8 +119,16 @@ class Inception(nn.Module):
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], dim=1)
 
 
-def _inception_blocks(names: Sequence[str], conv_layer, double_3x3: bool) -> list[Inception]:
-    return [Inception(*INCEPTION_CONFIGS[n], conv_layer=conv_layer, double_3x3=double_3x3) for n in names]
+def _inception_blocks(names: Sequence[str], conv_layer, double_3x3: bool, width_mult: float = 1.0) -> list[Inception]:
+    blocks, in_chs = [], None
+    for n in names:
+        widths = [max(1, int(round(c * width_mult))) for c in INCEPTION_CONFIGS[n]]
+        if in_chs is not None:
+            widths[0] = in_chs  # the previous block's concatenated output, exactly
+        block = Inception(*widths, conv_layer=conv_layer, double_3x3=double_3x3)
+        in_chs = block.out_chs
+        blocks.append(block)
+    return blocks
 
 
 def init_googlenet(module: nn.Module) -> None:
@@ -217,6 +225,8 @@ class CifarGoogLeNet(ClassifierModel):
         activation: name, class or partial, used after every BN.
         drop_rate: dropout before the classifier (none by default, as kuangliu's net).
         global_pool: avg, max or avgmax.
+        width_mult: multiplies every branch's width (0.25 gives an Inception net at the
+            cost of a CIFAR ResNet-56, for comparisons at equal MACs).
     """
 
     def __init__(
@@ -227,24 +237,26 @@ class CifarGoogLeNet(ClassifierModel):
         activation: LayerSpec = "relu",
         drop_rate: float = 0.0,
         global_pool: str = "avg",
+        width_mult: float = 1.0,
     ) -> None:
         super().__init__()
-        _check_common(num_classes, in_chans, drop_rate, drop_path_rate=0.0, width_mult=1.0)
+        _check_common(num_classes, in_chans, drop_rate, drop_path_rate=0.0, width_mult=width_mult)
         self.in_chans = in_chans
         conv = functools.partial(ConvBNAct, act_layer=get_act_layer(activation))
+        stem = max(1, int(round(192 * width_mult)))
 
-        self.conv1 = conv(in_chans, 192, 3, padding=1)
-        self.inception3a, self.inception3b = _inception_blocks(("3a", "3b"), conv, double_3x3=True)
+        self.conv1 = conv(in_chans, stem, 3, padding=1)
+        names = ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")
+        blocks = _inception_blocks(names, conv, double_3x3=True, width_mult=width_mult)
+        self.inception3a, self.inception3b = blocks[0:2]
         self.maxpool3 = nn.MaxPool2d(3, stride=2, padding=1)
-        (
-            self.inception4a, self.inception4b, self.inception4c, self.inception4d, self.inception4e,
-        ) = _inception_blocks(("4a", "4b", "4c", "4d", "4e"), conv, double_3x3=True)
+        self.inception4a, self.inception4b, self.inception4c, self.inception4d, self.inception4e = blocks[2:7]
         self.maxpool4 = nn.MaxPool2d(3, stride=2, padding=1)
-        self.inception5a, self.inception5b = _inception_blocks(("5a", "5b"), conv, double_3x3=True)
+        self.inception5a, self.inception5b = blocks[7:9]
 
         self.feature_info = FeatureInfo(
             [
-                FeatureEntry(192, 1, "conv1"),
+                FeatureEntry(stem, 1, "conv1"),
                 FeatureEntry(self.inception3b.out_chs, 1, "inception3b"),
                 FeatureEntry(self.inception4e.out_chs, 2, "inception4e"),
                 FeatureEntry(self.inception5b.out_chs, 4, "inception5b"),
@@ -272,4 +284,11 @@ def googlenet(**kwargs) -> GoogLeNet:
 @register_model("inception", CifarGoogLeNet)
 def googlenet_cifar(**kwargs) -> CifarGoogLeNet:
     """GoogLeNet with BN for 32x32 input (kuangliu/pytorch-cifar layout), 6.2M parameters."""
+    return CifarGoogLeNet(**kwargs)
+
+
+@register_model("inception", CifarGoogLeNet)
+def googlenet_small_cifar(**kwargs) -> CifarGoogLeNet:
+    """GoogLeNet for 32x32 input at a quarter width: an Inception baseline at the cost of a ResNet-56."""
+    kwargs.setdefault("width_mult", 0.25)
     return CifarGoogLeNet(**kwargs)
