@@ -12,7 +12,9 @@ COMMANDS = {
     "train": "Train a model; with no arguments, a ResNet-20 on the embedded digits data.",
     "evaluate": "Evaluate a trained run on a data set (classes matched by name).",
     "predict": "Top-k classes for image or audio files.",
+    "compare": "Train several models under one recipe and budget; table and plots.",
     "models": "Show the registered models, or one model in detail.",
+    "benchmark": "Measure training and inference speed (against torchvision and timm with --against).",
 }
 
 

@@ -1,0 +1,44 @@
+"""`resnetkit benchmark`: timings, peak fraction and ratios (tiny sizes: correctness, not speed)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from resnetkit.cli.main import main
+from resnetkit.speed import Case, matmul_peak_gflops, run_cases
+
+
+def test_matmul_peak_is_positive():
+    assert matmul_peak_gflops(torch.float32, torch.device("cpu"), n=256, repeats=2) > 0
+
+
+def test_run_cases_alternates_and_reports():
+    cases = [Case("resnet20", "infer", 32, 4), Case("resnet20", "train", 32, 4, precision="bf16", channels_last=True),
+             Case("resnet20", "latency", 32, 1, optimized=True)]
+    results = run_cases(cases, repeats=2, warmup=1, min_time_s=0.01)
+    for r in results:
+        assert len(r.seconds) == 2 and r.images_per_sec > 0 and r.macs_per_image == 40_614_400  # 1000 classes, as every library builds it
+        d = r.to_dict({"fp32": 100.0, "bf16": 200.0})
+        assert d["gflops"] > 0 and d["fraction_of_peak"] > 0
+    assert results[1].gflops == 3 * 2 * results[1].macs_per_image * results[1].images_per_sec / 1e9
+
+
+def test_cli_benchmark_against_torchvision(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["benchmark", "--models", "resnet18", "--input-sizes", "32", "--batch-sizes", "2", "--modes", "infer",
+                 "--precisions", "fp32", "--channels-last", "off", "--against", "torchvision", "--repeats", "2",
+                 "--json", str(out), "--csv", str(tmp_path / "bench.csv")])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "torchvision fp32 NCHW" in text and "optimize_for_inference" in text
+    rows = json.loads(out.read_text())["results"]
+    tv = next(r for r in rows if r["library"] == "torchvision")
+    assert tv["speedup"] == 1.0 and all(r["speedup"] > 0 for r in rows)
+    assert (tmp_path / "bench.csv").read_text().startswith("model,")
+
+
+def test_cli_benchmark_bad_mode(capsys):
+    assert main(["benchmark", "--modes", "fly"]) == 2
+    assert "unknown mode 'fly'" in capsys.readouterr().err
