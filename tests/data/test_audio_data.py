@@ -366,7 +366,7 @@ def test_ddp_shards_are_disjoint(small):
     for rank in range(2):
         source = _batches(small.train, train=True, dist=DistInfo(rank=rank, world_size=2), batch_size=5)
         assert len(source) == 3
-        seen.append(source._indices(0).tolist())
+        seen.append(source.indices(0).tolist())
     assert not set(seen[0]) & set(seen[1]) and sorted(seen[0] + seen[1]) == list(range(30))
 
 

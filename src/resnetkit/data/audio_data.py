@@ -34,7 +34,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..engine.batches import epoch_permutation, steps_per_epoch
+from ..engine.batches import BatchSource
 from ..engine.distributed import DistInfo
 from .audio_features import (
     FeatureConfig,
@@ -47,6 +47,7 @@ from .audio_features import (
     spec_augment,
 )
 from .audio_io import AUDIO_EXTENSIONS, AudioFormatError, fix_length, fix_length_batch, is_silent, load_audio
+from .classes import label_mapping
 from .images import IMAGE_EXTENSIONS, DataSplits, SkippedFile, default_cache_dir, stratified_split
 
 log = logging.getLogger(__name__)
@@ -335,14 +336,7 @@ class AudioData:
 
     def remap_classes(self, target_classes: Sequence[str]) -> "AudioData":
         """Relabel so that label i means ``target_classes[i]``, matching by class name."""
-        target = {name: i for i, name in enumerate(target_classes)}
-        unknown = [c for c in self.classes if c not in target]
-        if unknown:
-            raise AudioDataError(
-                f"{self.source}: class(es) {unknown} are not among the model's classes.\n"
-                f"  data classes:  {list(self.classes)}\n  model classes: {list(target_classes)}"
-            )
-        mapping = torch.tensor([target[c] for c in self.classes], dtype=torch.long)
+        mapping = label_mapping(self.source, self.classes, target_classes, AudioDataError)
         return self._replace(labels=mapping[self.labels], classes=list(target_classes))
 
     # -- the engine's hooks ------------------------------------------------------------------------
@@ -420,7 +414,7 @@ class AudioData:
         return plot_spectrograms(specs, labels, Path(run_dir) / "spectrograms.png", ncols=5, title=title)
 
 
-class AudioBatches:
+class AudioBatches(BatchSource):
     """Waves held on the device; each batch is augmented, turned into features and normalized there.
 
     Same interface as :class:`resnetkit.engine.batches.InMemoryBatches`: the order of an epoch
@@ -451,18 +445,12 @@ class AudioBatches:
         if waves.shape[1] != spec.num_samples:
             # Same rate, another duration: crop or pad once (centred, as evaluation does).
             waves = fix_length_batch(list(waves), spec.num_samples, "center")
-        self.device = torch.device(device)
+        super().__init__(data.classes, batch_size=batch_size, device=device, train=train, seed=seed, dist=dist)
         self.waves = waves.to(self.device)
         self.labels = data.labels.to(self.device)
-        self.classes = list(data.classes)
         self.spec = spec
-        self.batch_size = batch_size
-        self.train = train
-        self.seed = seed
-        self.dist = dist
         self.channels_last = channels_last
         self.frontend = spec.build_frontend().to(self.device)
-        self.generator = torch.Generator().manual_seed(seed + 17)
         self.augment = augment if (train and augment is not None) else None
         self.max_shift = int(round(self.augment.time_shift_s * spec.sample_rate)) if self.augment else 0
         self.noise_bank: Optional[NoiseBank] = None
@@ -477,14 +465,6 @@ class AudioBatches:
     @property
     def num_samples(self) -> int:
         return self.waves.shape[0]
-
-    def __len__(self) -> int:
-        return steps_per_epoch(self.num_samples, self.batch_size, self.train, self.dist)
-
-    def _indices(self, epoch: int) -> torch.Tensor:
-        n = self.num_samples
-        order = epoch_permutation(n, self.seed, epoch) if self.train else torch.arange(n)
-        return order[self.dist.rank :: self.dist.world_size]
 
     def _augment_waves(self, waves: torch.Tensor) -> torch.Tensor:
         cfg, g = self.augment, self.generator
@@ -504,9 +484,7 @@ class AudioBatches:
         return waves
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        idx = self._indices(epoch).to(self.device)
-        for step in range(start_step, len(self)):
-            sel = idx[step * self.batch_size : (step + 1) * self.batch_size]
+        for sel in self.step_indices(epoch, start_step):
             waves, y = self.waves[sel], self.labels[sel]
             with torch.no_grad():
                 if self.augment is not None:
@@ -521,12 +499,6 @@ class AudioBatches:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
 
 
 def load_noise_bank(folder: Union[str, Path], sample_rate: int) -> NoiseBank:

@@ -15,6 +15,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from .classes import label_mapping
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -327,14 +329,7 @@ def _first_existing(root: Path, names: Sequence[str]) -> Path | None:
 
 def remap_classes(data: ImageData | ImageFiles, target_classes: Sequence[str]) -> ImageData | ImageFiles:
     """Relabel ``data`` so that label i means ``target_classes[i]``, matching by class name."""
-    target = {name: i for i, name in enumerate(target_classes)}
-    unknown = [c for c in data.classes if c not in target]
-    if unknown:
-        raise ImageDataError(
-            f"{data.source}: class(es) {unknown} are not among the model's classes.\n"
-            f"  data classes:  {list(data.classes)}\n  model classes: {list(target_classes)}"
-        )
-    mapping = torch.tensor([target[c] for c in data.classes], dtype=torch.long)
+    mapping = label_mapping(data.source, data.classes, target_classes, ImageDataError)
     if isinstance(data, ImageData):
         return ImageData(data.images, mapping[data.labels], list(target_classes), data.source, data.skipped)
     samples = [(p, int(mapping[label])) for p, label in data.samples]

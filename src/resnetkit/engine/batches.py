@@ -66,7 +66,48 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-class InMemoryBatches:
+class BatchSource:
+    """What every batch source shares: its share of each epoch's order, and its length.
+
+    Subclasses set ``num_samples`` and yield ``(inputs, targets)`` from :meth:`epoch`, taking
+    each step's sample indices from :meth:`step_indices`. ``generator`` draws the per-sample
+    augmentation; its state is the source's checkpoint state.
+    """
+
+    def __init__(self, classes: Sequence[str], *, batch_size: int, device: torch.device, train: bool,
+                 seed: int = 0, dist: DistInfo = DistInfo()) -> None:
+        self.classes = list(classes)
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.train = train
+        self.seed = seed
+        self.dist = dist
+        self.generator = torch.Generator().manual_seed(seed + 17)
+
+    num_samples: int
+
+    def __len__(self) -> int:
+        return steps_per_epoch(self.num_samples, self.batch_size, self.train, self.dist)
+
+    def indices(self, epoch: int) -> torch.Tensor:
+        """This process's samples for ``epoch``, in order: every world_size-th of one permutation."""
+        order = epoch_permutation(self.num_samples, self.seed, epoch) if self.train else torch.arange(self.num_samples)
+        return order[self.dist.rank :: self.dist.world_size]
+
+    def step_indices(self, epoch: int, start_step: int = 0) -> Iterator[torch.Tensor]:
+        idx = self.indices(epoch).to(self.device)
+        for step in range(start_step, len(self)):
+            yield idx[step * self.batch_size : (step + 1) * self.batch_size]
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
+
+
+class InMemoryBatches(BatchSource):
     """Images held as one uint8 tensor on the device, augmented a batch at a time."""
 
     def __init__(
@@ -83,6 +124,7 @@ class InMemoryBatches:
         dist: DistInfo = DistInfo(),
         num_classes: int | None = None,
     ) -> None:
+        super().__init__(data.classes, batch_size=batch_size, device=device, train=train, seed=seed, dist=dist)
         images = data.images
         if tuple(images.shape[-2:]) != tuple(spec.image_size):
             from torchvision.transforms.v2 import functional as TF
@@ -93,16 +135,9 @@ class InMemoryBatches:
         self.augment_config = augment if train else None
         self.padding = augment.crop_padding if self.augment_config else 0
         # Stored padded and channels-last once, so a batch is one gather (see gather_crop_flip).
-        self.store = pad_store(images, self.padding).to(device)
-        self.labels = data.labels.to(device)
-        self.classes = data.classes
-        self.batch_size = batch_size
-        self.train = train
-        self.seed = seed
-        self.dist = dist
-        self.device = device
+        self.store = pad_store(images, self.padding).to(self.device)
+        self.labels = data.labels.to(self.device)
         self.normalize = Normalize(spec.mean, spec.std, channels_last)
-        self.generator = torch.Generator().manual_seed(seed + 17)
         self.augment = BatchAugment(augment) if self.augment_config else None
         self.mix = mix_transform(augment, num_classes or len(self.classes)) if self.augment_config else None
 
@@ -110,20 +145,9 @@ class InMemoryBatches:
     def num_samples(self) -> int:
         return self.store.shape[0]
 
-    def _indices(self, epoch: int) -> torch.Tensor:
-        n = self.num_samples
-        order = epoch_permutation(n, self.seed, epoch) if self.train else torch.arange(n)
-        # Each process takes every world_size-th sample of the same permutation.
-        return order[self.dist.rank :: self.dist.world_size]
-
-    def __len__(self) -> int:
-        return steps_per_epoch(self.num_samples, self.batch_size, self.train, self.dist)
-
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        idx = self._indices(epoch).to(self.device)
-        for step in range(start_step, len(self)):
-            sel = idx[step * self.batch_size : (step + 1) * self.batch_size]
-            flip = bool(self.augment_config and self.augment_config.hflip)
+        flip = bool(self.augment_config and self.augment_config.hflip)
+        for sel in self.step_indices(epoch, start_step):
             x = gather_crop_flip(self.store, sel, self.size, self.padding, flip, self.generator)
             y = self.labels[sel]
             if self.augment is not None and self.augment.active:
@@ -133,14 +157,8 @@ class InMemoryBatches:
                 x, y = self.mix(x, y)
             yield x, y
 
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-
-
-class LoaderBatches:
+class LoaderBatches(BatchSource):
     """Image files decoded and augmented per sample in DataLoader workers."""
 
     def __init__(
@@ -158,15 +176,10 @@ class LoaderBatches:
         workers: int = 2,
         num_classes: int | None = None,
     ) -> None:
+        super().__init__(data.classes, batch_size=batch_size, device=device, train=train, seed=seed, dist=dist)
         size = tuple(spec.image_size)
         transform = sample_transform(augment or AugmentConfig(), size) if train else eval_transform(size, spec.crop_pct)
         self.dataset = data.with_transform(transform)
-        self.classes = data.classes
-        self.batch_size = batch_size
-        self.train = train
-        self.seed = seed
-        self.dist = dist
-        self.device = device
         self.workers = workers
         self.normalize = Normalize(spec.mean, spec.std, channels_last)
         self.mix = mix_transform(augment, num_classes or len(self.classes)) if (train and augment) else None
@@ -175,15 +188,11 @@ class LoaderBatches:
     def num_samples(self) -> int:
         return len(self.dataset)
 
-    def __len__(self) -> int:
-        return steps_per_epoch(self.num_samples, self.batch_size, self.train, self.dist)
-
     def _loader(self, epoch: int):
-        order = epoch_permutation(self.num_samples, self.seed, epoch) if self.train else torch.arange(self.num_samples)
-        indices = order[self.dist.rank :: self.dist.world_size].tolist()
+        # Worker seeds come from this generator: the same epoch decodes and augments alike.
         g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
         return torch.utils.data.DataLoader(
-            torch.utils.data.Subset(self.dataset, indices),
+            torch.utils.data.Subset(self.dataset, self.indices(epoch).tolist()),
             batch_size=self.batch_size,
             shuffle=False,
             drop_last=self.train,
@@ -196,6 +205,8 @@ class LoaderBatches:
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for step, batch in enumerate(self._loader(epoch)):
+            if step >= len(self):
+                break
             if step < start_step or batch is None:
                 continue
             x, y = batch
@@ -205,14 +216,8 @@ class LoaderBatches:
                 x, y = self.mix(x, y)
             yield x, y
 
-    def state_dict(self) -> dict:
-        return {}
 
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-class TensorBatches:
+class TensorBatches(BatchSource):
     """Ready-made float inputs and integer labels (the Python API's ``(x, y)`` tuples)."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, device: torch.device, train: bool,
@@ -222,33 +227,21 @@ class TensorBatches:
             raise ValueError(f"inputs and labels differ in length: {x.shape[0]} vs {y.shape[0]}")
         if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise TypeError(f"labels must be integer class indices, got {y.dtype}")
-        self.x, self.y = x.to(device), y.long().to(device)
-        self.classes = list(classes) if classes else [str(i) for i in range(int(y.max()) + 1)]
-        self.batch_size, self.train, self.seed, self.dist, self.device = batch_size, train, seed, dist, device
+        classes = list(classes) if classes else [str(i) for i in range(int(y.max()) + 1)]
+        super().__init__(classes, batch_size=batch_size, device=device, train=train, seed=seed, dist=dist)
+        self.x, self.y = x.to(self.device), y.long().to(self.device)
         self.channels_last = channels_last and x.ndim == 4
 
     @property
     def num_samples(self) -> int:
         return self.x.shape[0]
 
-    def __len__(self) -> int:
-        return steps_per_epoch(self.num_samples, self.batch_size, self.train, self.dist)
-
     def epoch(self, epoch: int, start_step: int = 0):
-        order = epoch_permutation(self.num_samples, self.seed, epoch) if self.train else torch.arange(self.num_samples)
-        idx = order[self.dist.rank :: self.dist.world_size].to(self.device)
-        for step in range(start_step, len(self)):
-            sel = idx[step * self.batch_size : (step + 1) * self.batch_size]
+        for sel in self.step_indices(epoch, start_step):
             x = self.x[sel].float()
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.y[sel]
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 def soft_accuracy_hits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
