@@ -12,6 +12,20 @@ import sys
 import pytest
 
 
+def _torchrun(cmd: list[str], env: dict, cwd, timeout: int) -> tuple[int, str, str]:
+    """Run a torchrun command; a hang fails the test instead of the suite."""
+    # A session of its own, so that a hang kills the workers too, not only the launcher.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s (a hang?):\n{stderr[-3000:]}")
+    return proc.returncode, stdout, stderr
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes(cifar_folder, tmp_path):
     out = tmp_path / "ddp"
@@ -19,16 +33,8 @@ def test_torchrun_two_processes(cifar_folder, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29631",
            "-m", "resnetkit.cli.main", "train", "--data", str(cifar_folder), "--model", "resnet20",
            "--epochs", "2", "--batch-size", "32", "--out", str(out), "--quiet", "--json"]
-    # A session of its own, so that a hang kills the workers too, not only the launcher.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"torchrun did not finish in 300 s:\n{stderr[-3000:]}")
-    assert proc.returncode == 0, stderr[-3000:]
+    returncode, stdout, stderr = _torchrun(cmd, env, tmp_path, timeout=300)
+    assert returncode == 0, stderr[-3000:]
     # Only rank 0 prints the summary and writes files.
     summaries = [l for l in stdout.splitlines() if l.startswith("{")]
     assert len(summaries) == 1
@@ -45,3 +51,43 @@ def test_torchrun_two_processes(cifar_folder, tmp_path):
     assert not list(tmp_path.glob("runs")), "no rank may write elsewhere"
     leftovers = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     assert not leftovers
+
+
+POISON_ONE_RANK = """
+import sys
+import torch
+from resnetkit import TrainConfig, Trainer, create_model
+from resnetkit.engine import distributed
+from resnetkit.engine.trainer import TrainingDiverged
+
+
+class PoisonRankOne:
+    # NaN weights on rank 1 only: its loss is NaN from epoch 2 on, rank 0's stays finite.
+    def on_epoch_end(self, trainer, row):
+        if trainer.dist.rank == 1:
+            with torch.no_grad():
+                trainer.model.fc.weight.fill_(float("nan"))
+
+
+distributed.init_distributed("cpu")
+x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+trainer = Trainer(create_model("resnet20", in_chans=1), (x, y), None,
+                  TrainConfig(batch_size=16, epochs=3, quiet=True, device="cpu"), callbacks=[PoisonRankOne()])
+try:
+    trainer.fit()
+except TrainingDiverged as err:
+    print(f"rank {trainer.dist.rank} stopped: {err}", flush=True)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.slow
+def test_nan_on_one_rank_stops_every_rank(tmp_path):
+    script = tmp_path / "poison.py"
+    script.write_text(POISON_ONE_RANK)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29632", str(script)]
+    returncode, stdout, stderr = _torchrun(cmd, env, tmp_path, timeout=180)
+    assert returncode != 0
+    assert "rank 1 stopped: the training loss became nan at epoch 2" in stdout, stdout + stderr[-3000:]
+    assert "rank 0 stopped: the training loss became non-finite on another rank at epoch 2" in stdout, stdout

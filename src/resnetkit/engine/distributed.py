@@ -55,6 +55,19 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_ranks_true(flag: torch.Tensor) -> torch.Tensor:
+    """True on every rank only when ``flag`` is true on every rank.
+
+    Ranks that decide differently (one stops, the others step on) leave the others waiting
+    forever in the next collective, so a decision to stop is taken together.
+    """
+    if dist.is_available() and dist.is_initialized():
+        as_int = flag.to(torch.int32)
+        dist.all_reduce(as_int, op=dist.ReduceOp.MIN)
+        return as_int.bool()
+    return flag
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

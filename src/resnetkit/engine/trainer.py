@@ -396,7 +396,7 @@ class Trainer:
                 logits = model(x)
             loss = loss_fn(logits, y, cfg.label_smoothing)
             finite &= torch.isfinite(loss)
-            if (i + 1) % check_every == 0 and not bool(finite):
+            if (i + 1) % check_every == 0 and not bool(self._all_finite(finite)):
                 self._diverged(loss)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -429,7 +429,7 @@ class Trainer:
                 self._partial_seconds += time.perf_counter() - t0
                 self._save_checkpoint("last.pt")
                 return None
-        if not bool(finite):
+        if not bool(self._all_finite(finite)):
             self._diverged(loss)
         if bar is not None:
             bar.close()
@@ -473,13 +473,20 @@ class Trainer:
                      self.config.time_budget_min, fit, epoch_seconds, fit, self.epochs)
             self.total_steps, self.epochs = total, math.ceil(total / self.steps_per_epoch)
 
+    def _all_finite(self, finite: torch.Tensor) -> torch.Tensor:
+        # Under DDP a NaN on one rank alone must stop every rank, or the others hang in the
+        # next gradient all-reduce.
+        return distributed.all_ranks_true(finite) if self.dist.enabled else finite
+
     def _diverged(self, loss: torch.Tensor) -> None:
         lr = self.optimizer.param_groups[0]["lr"]
         kept = ""
         if self.run_dir and (self.run_dir / "last.pt").exists():
             kept = f" The last good checkpoint is {self.run_dir / 'last.pt'} (epoch {self.epoch}); it was not overwritten."
+        value = float(loss.detach())
+        where = f"became {value}" if not math.isfinite(value) or not self.dist.enabled else "became non-finite on another rank"
         raise TrainingDiverged(
-            f"the training loss became {float(loss.detach())} at epoch {self.epoch + 1}, step {self.global_step + 1} "
+            f"the training loss {where} at epoch {self.epoch + 1}, step {self.global_step + 1} "
             f"(learning rate {lr:.4g}); training stopped.{kept} Lower --lr, add warm-up (--warmup-epochs), "
             "clip gradients (--grad-clip) or train in fp32 (--amp off)."
         )
