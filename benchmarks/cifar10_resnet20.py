@@ -29,7 +29,7 @@ import torch
 
 from resnetkit import create_model
 from resnetkit.engine import build_config, train
-from resnetkit.engine.trainer import autocast, resolve_amp
+from resnetkit.runtime.device import autocast, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,26 +57,26 @@ def step_throughput(amp_dtype, batch_size: int = 128, steps: int = 30, warmup: i
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10"))
-    p.add_argument("--recipe", default=str(ROOT / "recipes" / "cifar10_resnet20_fast.yaml"))
+    p.add_argument("--recipe", default="cifar10_resnet20_fast")
     p.add_argument("--out", default="runs/bench-cifar10-resnet20-fast")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     t_start = time.perf_counter()
-    fp32 = [step_throughput(None) for _ in range(2)]
+    fp32 = [step_throughput(torch.float32) for _ in range(2)]
     bf16 = [step_throughput(torch.bfloat16) for _ in range(2)]
     overrides = {"data": args.data, "out": args.out, "quiet": True}
     if args.epochs:
         overrides["epochs"] = args.epochs
     config = build_config(args.recipe, overrides)
-    amp_dtype = resolve_amp(config.amp, torch.device("cpu"))
+    amp_dtype = resolve_precision(config.amp, torch.device("cpu"))
 
     t_train = time.perf_counter()
     summary = train(config)
     train_seconds = time.perf_counter() - t_train
     # Steps again after training, so that a change in machine load shows up as a spread.
-    fp32.append(step_throughput(None))
+    fp32.append(step_throughput(torch.float32))
     bf16.append(step_throughput(torch.bfloat16))
 
     history = summary.history
@@ -87,7 +87,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "recipe": str(Path(args.recipe).relative_to(ROOT) if Path(args.recipe).is_relative_to(ROOT) else args.recipe),
         "epochs": len(history),
-        "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
+        "amp": str(amp_dtype).replace("torch.", ""),
         "best_val_acc": summary.best_val_acc,
         "best_epoch": summary.best_epoch,
         "final_val_acc": history[-1]["val_acc"],

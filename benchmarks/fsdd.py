@@ -27,17 +27,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "yweweler")
 # The recipe each model trains with; a plain net uses its residual twin's recipe unchanged.
 RECIPES = {
-    "res15": "fsdd_res15.yaml",
-    "res15_narrow": "fsdd_res15.yaml",
-    "res8": "fsdd_res15.yaml",
-    "res8_narrow": "fsdd_res15.yaml",
-    "resnet20": "fsdd_resnet20.yaml",
-    "plain20": "fsdd_resnet20.yaml",
+    "res15": "fsdd_res15",
+    "res15_narrow": "fsdd_res15",
+    "res8": "fsdd_res15",
+    "res8_narrow": "fsdd_res15",
+    "resnet20": "fsdd_resnet20",
+    "plain20": "fsdd_resnet20",
 }
 
 
 def run_one(model: str, split: str, data: str, out: Path, extra: dict) -> dict:
-    recipe = ROOT / "recipes" / RECIPES.get(model, "fsdd_resnet20.yaml")
+    recipe = RECIPES.get(model, "fsdd_resnet20")
     name = split.replace(":", "-")
     overrides = {"model": model, "data": data, "fsdd_split": split, "out": str(out / model / name), "quiet": True,
                  "in_chans": 1, **extra}

@@ -33,7 +33,7 @@ def main() -> None:
     run = load_run(args.run_dir, device="cpu")
     config = torch.load(run.path, map_location="cpu", weights_only=True)["config"]
     val = resolve_image_data(args.data, val_split=config["val_split"], seed=config["seed"]).val
-    spec = run.input_spec()
+    spec = run.input_spec
     normalize = Normalize(spec.mean, spec.std)
     reference = run.model.eval()
     fast = optimize_for_inference(reference)

@@ -73,3 +73,38 @@ def fsdd_subset(fsdd_recordings) -> Callable[..., list[Path]]:
         return copied
 
     return copy
+
+
+CIFAR_CLASSES = ("airplane", "automobile", "cat", "frog", "ship")
+
+
+def _copy_subset(src: Path, dst: Path, classes, start: int, count: int) -> None:
+    import shutil
+
+    for name in classes:
+        files = sorted((src / name).glob("*.jpg"))[start : start + count]
+        (dst / name).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copy(f, dst / name / f.name)
+
+
+@pytest.fixture(scope="session")
+def cifar_folder(data_path, tmp_path_factory) -> Path:
+    """An ImageFolder layout with train/ (5 classes x 80) and val/ (5 x 20) real CIFAR-10 images."""
+    src = data_path("cifar10/train")
+    root = tmp_path_factory.mktemp("cifar5")
+    _copy_subset(src, root / "train", CIFAR_CLASSES, 0, 80)
+    _copy_subset(src, root / "val", CIFAR_CLASSES, 80, 20)
+    return root
+
+
+class StopAtStep:
+    """Training callback: ask the trainer to stop after ``step`` optimizer steps, as Ctrl-C does
+    (the same code path: finish the step, write a checkpoint, raise TrainingInterrupted)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer) -> None:
+        if trainer.global_step == self.step:
+            trainer.request_stop()

@@ -1,6 +1,7 @@
 """resnetkit: residual networks that are faithful to the papers and fast on the machine at hand."""
 
-from .engine import EvalResult, Trainer, TrainConfig, evaluate, load_run, train
+from .engine import EvalResult, History, Trainer, TrainConfig, evaluate, load_run, train
+from .export import optimize_for_inference
 from .models import (
     CheckpointError,
     count_macs,
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointError",
     "EvalResult",
+    "History",
     "TrainConfig",
     "Trainer",
     "evaluate",
@@ -32,4 +34,5 @@ __all__ = [
     "list_models",
     "load_checkpoint",
     "model_stats",
+    "optimize_for_inference",
 ]

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .engine.trainer import autocast, resolve_device
+from .runtime.device import autocast, cpu_has_native_bf16, resolve_device, resolve_precision
 from .models import count_macs, create_model
 from .export import optimize_for_inference
 
@@ -79,8 +79,6 @@ class Result:
         if peak:
             precision = self.case.precision
             if precision == "auto":
-                from .export.inference import resolve_precision
-
                 precision = "fp32" if resolve_precision("auto", torch.device("cpu")) == torch.float32 else "bf16"
             key = "bf16" if precision in ("bf16", "fp16") else "fp32"
             d["peak_gflops"] = peak.get(key)
@@ -88,8 +86,14 @@ class Result:
         return d
 
 
-def matmul_peak_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    """The machine's measured matrix-multiply rate (the best of ``repeats``), the ceiling for convolutions."""
+def matmul_peak_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, repeats: int = 5) -> float | None:
+    """The machine's measured matrix-multiply rate (the best of ``repeats``), the ceiling for convolutions.
+
+    None for bf16 on a CPU without native bf16: PyTorch emulates it there, two orders of
+    magnitude below fp32, and the measurement alone would take minutes.
+    """
+    if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
+        return None
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     for _ in range(2):
@@ -144,10 +148,8 @@ def prepare(case: Case, device: torch.device) -> Callable[[], None]:
         y = torch.randint(0, 1000, (batch,), device=device)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         fwd = torch.compile(model) if case.compile else model
-        amp = None if dtype == torch.float32 else dtype
-
         def step() -> None:
-            with autocast(device, amp):
+            with autocast(device, dtype):
                 out = fwd(x)
             loss = nn.functional.cross_entropy(out.float(), y)
             opt.zero_grad(set_to_none=True)

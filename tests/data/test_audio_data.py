@@ -18,30 +18,29 @@ import torch
 
 sf = pytest.importorskip("soundfile")
 
-from resnetkit.data import audio_data  # noqa: E402  (after importorskip on purpose)
-from resnetkit.data.audio_data import (  # noqa: E402
-    AUDIO_AUGMENT_PRESETS,
-    AudioAugmentConfig,
-    AudioData,
-    AudioDataError,
-    AudioInputSpec,
+from resnetkit.data import BatchOptions, DataRequest  # noqa: E402  (after importorskip on purpose)
+from resnetkit.data import audio_layouts  # noqa: E402
+from resnetkit.data.audio_data import AudioData, AudioDataError  # noqa: E402
+from resnetkit.data.audio_features import FeatureConfig  # noqa: E402
+from resnetkit.data.audio_io import AUDIO_EXTENSIONS  # noqa: E402
+from resnetkit.data.audio_layouts import (  # noqa: E402
     detect_layout,
     is_audio_source,
     load_audio_eval_data,
-    prepare_audio_batch,
     resolve_audio_data,
 )
-from resnetkit.data.audio_io import AUDIO_EXTENSIONS  # noqa: E402
-from resnetkit.engine.batches import epoch_permutation  # noqa: E402
+from resnetkit.data.audio_settings import AUDIO_AUGMENT_PRESETS, AudioAugmentConfig, feature_config_from  # noqa: E402
+from resnetkit.data.batching import epoch_permutation  # noqa: E402
+from resnetkit.data.specs import AudioInputSpec  # noqa: E402
 from resnetkit.engine.config import TrainConfig  # noqa: E402
-from resnetkit.engine.distributed import DistInfo  # noqa: E402
+from resnetkit.runtime.distributed import DistInfo  # noqa: E402
 
 # 8 kHz log-mel with 30 ms windows and a 10 ms hop: 40 x 101 features per 1 s clip.
 AUDIO = {"sample_rate": 8000, "kind": "logmel", "n_fft": 256, "win_length": 240, "hop_length": 80}
 
 
-def _config(data, **kwargs) -> TrainConfig:
-    return TrainConfig(data=str(data), audio=dict(kwargs.pop("audio", AUDIO)), **kwargs)
+def _config(data, **kwargs) -> DataRequest:
+    return DataRequest(data=str(data), audio=feature_config_from(kwargs.pop("audio", AUDIO)), **kwargs)
 
 
 def _speaker_and_index(path: str) -> tuple[str, int]:
@@ -61,17 +60,22 @@ def _class_folders(fsdd_subset, root: Path, indices, digits=range(10), names=Non
     return root
 
 
-def _batches(data: AudioData, *, train: bool, augment=None, seed: int = 0, dist=DistInfo(), batch_size=8):
-    return data.make_batches(spec=data.input_spec(), augment=augment, channels_last=False, num_classes=len(data.classes),
-                             batch_size=batch_size, device=torch.device("cpu"), train=train, seed=seed, dist=dist)
+def _batches(data: AudioData, *, train: bool, augment=None, seed: int = 0, dist=DistInfo(), batch_size=8,
+             num_classes=None):
+    options = BatchOptions(train=train, batch_size=batch_size, augment=augment, seed=seed, dist=dist,
+                           num_classes=num_classes or len(data.classes))
+    return data.batches(data.input_spec(), options)
 
 
 # ---------------------------------------------------------------------------- detection
 
 
 def test_is_audio_source(fsdd_recordings, tmp_path):
-    assert AUDIO_EXTENSIONS == (".wav", ".flac", ".ogg")
     assert is_audio_source("fsdd")
+    for suffix in AUDIO_EXTENSIONS:  # FLAC and OGG folders are audio too, whatever the names
+        (tmp_path / suffix[1:] / "a").mkdir(parents=True)
+        sf.write(str(tmp_path / suffix[1:] / "a" / f"x{suffix}"), _speech_like(0.2, 8000), 8000)
+        assert is_audio_source(str(tmp_path / suffix[1:]))
     assert is_audio_source(str(fsdd_recordings)) and is_audio_source(str(fsdd_recordings.parent))
     images = tmp_path / "images" / "cat"
     images.mkdir(parents=True)
@@ -101,7 +105,7 @@ def test_detects_class_folders(fsdd_subset, tmp_path):
     again = resolve_audio_data(_config(root, val_split=0.5, seed=3))
     other = resolve_audio_data(_config(root, val_split=0.5, seed=4))
     assert again.val.paths == splits.val.paths and other.val.paths != splits.val.paths
-    assert splits.train.waves.shape[1] == 8000 and splits.train.kind == "audio" and splits.train.in_chans == 1
+    assert splits.train.waves.shape[1] == 8000 and splits.train.input_spec().kind == "audio" and splits.train.in_chans == 1
 
 
 def test_class_folders_with_val_subfolder(fsdd_subset, tmp_path):
@@ -111,7 +115,7 @@ def test_class_folders_with_val_subfolder(fsdd_subset, tmp_path):
     assert splits.classes == ["4", "8"]
     assert len(splits.train) == 2 * 5 * 3 and len(splits.val) == 5
     assert splits.val.classes == ["4", "8"] and set(splits.val.labels.tolist()) == {1}
-    held = resolve_audio_data(_config(tmp_path / "ds"), for_evaluation=True)
+    held = resolve_audio_data(_config(tmp_path / "ds", for_evaluation=True))
     assert held.train is None and len(held.val) == 5
 
 
@@ -135,7 +139,7 @@ def test_speech_commands_layout(fsdd_subset, tmp_path):
     assert {Path(p).relative_to(root).as_posix() for p in splits.val.paths} == set(val)
     # The speech preset's noise comes from the data set's own noise recordings.
     assert splits.train.augment_config("auto").noise_dir == str(noise)
-    held = resolve_audio_data(_config(root), for_evaluation=True)
+    held = resolve_audio_data(_config(root, for_evaluation=True))
     assert {Path(p).relative_to(root).as_posix() for p in held.val.paths} == set(test)
 
 
@@ -157,7 +161,7 @@ def fsdd_official(fsdd_recordings):
 
 def test_official_fsdd_split(fsdd_official):
     train, val = fsdd_official.train, fsdd_official.val
-    assert fsdd_official.classes == [str(d) for d in range(10)] and fsdd_official.native_size is None
+    assert fsdd_official.classes == [str(d) for d in range(10)]
     # 5 speakers x 10 digits x 50 recordings; indices 0-4 are the test split.
     assert len(train) == 2250 and len(val) == 250
     assert not set(train.paths) & set(val.paths)
@@ -184,11 +188,20 @@ def test_unknown_speaker_lists_the_speakers(fsdd_subset, tmp_path):
 
 def test_evaluation_reads_only_the_test_split(fsdd_subset, tmp_path):
     fsdd_subset(tmp_path / "fsdd", indices=[0, 1, 5, 6], digits=[3, 4])
-    held = resolve_audio_data(_config(tmp_path / "fsdd"), for_evaluation=True)
+    held = resolve_audio_data(_config(tmp_path / "fsdd", for_evaluation=True))
     assert held.train is None and len(held.val) == 2 * 5 * 2
-    spec = AudioInputSpec(dict(AUDIO))
-    data = load_audio_eval_data(str(tmp_path / "fsdd"), spec)
-    assert sorted(data.paths) == sorted(held.val.paths) and data.classes == [str(d) for d in range(10)]
+    spec = AudioInputSpec(feature_config_from(AUDIO))
+    data = load_audio_eval_data(spec, str(tmp_path / "fsdd"))
+    # The classes are the digits present; evaluation maps them onto the model's by name.
+    assert sorted(data.paths) == sorted(held.val.paths) and data.classes == ["3", "4"]
+
+
+def test_fsdd_subset_trains_on_the_digits_present(fsdd_subset, tmp_path, caplog):
+    fsdd_subset(tmp_path / "fsdd", indices=[0, 5], digits=[0, 1, 2])
+    caplog.set_level(logging.WARNING)
+    splits = resolve_audio_data(_config(tmp_path / "fsdd"))
+    assert splits.classes == ["0", "1", "2"] and set(splits.train.labels.tolist()) == {0, 1, 2}
+    assert "3 digit(s) only (0, 1, 2)" in caplog.text
 
 
 # ---------------------------------------------------------------------------- --data fsdd (no download)
@@ -201,7 +214,7 @@ def test_fsdd_name_uses_the_cache_without_downloading(fsdd_subset, tmp_path, mon
     def no_download(url, dest):
         raise AssertionError(f"tried to download {url}")
 
-    monkeypatch.setattr(audio_data, "_fetch", no_download)
+    monkeypatch.setattr(audio_layouts, "_fetch", no_download)
     splits = resolve_audio_data(_config("fsdd"))
     assert splits.name == "fsdd" and len(splits.val) == 10 and len(splits.train) == 20
 
@@ -212,7 +225,7 @@ def test_fsdd_offline_says_which_files_to_put_where(tmp_path, monkeypatch):
     def offline(url, dest):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(audio_data, "_fetch", offline)
+    monkeypatch.setattr(audio_layouts, "_fetch", offline)
     recordings = tmp_path / "cache" / "datasets" / "fsdd" / "recordings"
     with pytest.raises(AudioDataError) as info:
         resolve_audio_data(_config("fsdd"))
@@ -228,13 +241,13 @@ def test_fsdd_download_extracts_the_recordings(fsdd_recordings, tmp_path, monkey
 
     def fake_archive(url, dest):
         # The shape of GitHub's archive of the repository.
-        assert url == audio_data.FSDD_ARCHIVE_URL
+        assert url == audio_layouts.FSDD_ARCHIVE_URL
         with zipfile.ZipFile(dest, "w") as zf:
             zf.writestr("free-spoken-digit-dataset-master/README.md", "FSDD")
             for name in names:
                 zf.write(fsdd_recordings / name, f"free-spoken-digit-dataset-master/recordings/{name}")
 
-    monkeypatch.setattr(audio_data, "_fetch", fake_archive)
+    monkeypatch.setattr(audio_layouts, "_fetch", fake_archive)
     splits = resolve_audio_data(_config("fsdd"))
     cached = tmp_path / "cache" / "datasets" / "fsdd" / "recordings"
     assert sorted(p.name for p in cached.iterdir()) == sorted(names)
@@ -250,7 +263,7 @@ def test_fsdd_download_extracts_the_recordings(fsdd_recordings, tmp_path, monkey
     ({"fsdd_split": "speakers:"}, ValueError, "fsdd_split"),
     ({"audio": {"n_mel": 40}}, ValueError, r"unknown setting\(s\) \['n_mel'\].*n_mels"),
     ({"audio": {"kind": "cqt"}}, ValueError, "FeatureConfig.kind"),
-    ({"audio": {"gain_db": [6, -6]}}, ValueError, "gain_db must have low <= high"),
+    ({"audio": {"gain_db": [6, -6]}}, ValueError, r"gain_db is an augmentation setting: put them under augment_args"),
     ({"audio": ["sample_rate"]}, TypeError, "audio must be a mapping"),
 ])
 def test_config_rejects_bad_audio_settings(kwargs, error, match):
@@ -258,9 +271,12 @@ def test_config_rejects_bad_audio_settings(kwargs, error, match):
         TrainConfig(**kwargs)
 
 
-def test_low_sample_rate_gets_a_nyquist_fmax():
-    features, augment = audio_data.split_audio_settings({"sample_rate": 4000, "time_masks": 1})
-    assert features.fmax == 2000 and augment == {"time_masks": 1}
+def test_audio_settings_are_parsed_once_into_a_feature_config():
+    config = TrainConfig(audio={"sample_rate": 4000, "n_mels": 32})
+    # Below 8 kHz fmax follows the Nyquist frequency; fewer bands than n_mfcc keep one coefficient per band.
+    assert isinstance(config.audio, FeatureConfig) and config.audio.fmax == 2000 and config.audio.n_mfcc == 32
+    assert TrainConfig.from_dict(config.to_dict()) == config  # as config.yaml and checkpoints store it
+    assert TrainConfig().audio is None
 
 
 def test_augment_presets_and_overrides(fsdd_subset, tmp_path):
@@ -275,12 +291,11 @@ def test_augment_presets_and_overrides(fsdd_subset, tmp_path):
         AudioAugmentConfig.from_dict({"cutmix": 1.0})
 
     fsdd_subset(tmp_path / "fsdd", indices=[0, 5], digits=[1])
-    splits = resolve_audio_data(_config(tmp_path / "fsdd", audio={**AUDIO, "time_masks": 3, "mixup": 0.1}))
-    data = splits.train
-    # auto is the speech preset; TrainConfig.audio's settings, then augment_args, win.
-    auto = data.augment_config("auto", {"mixup": 0.3})
+    data = resolve_audio_data(_config(tmp_path / "fsdd")).train
+    # auto is the speech preset; augment_args replace its fields.
+    auto = data.augment_config("auto", {"time_masks": 3, "mixup": 0.3})
     assert auto.time_masks == 3 and auto.mixup == 0.3 and auto.freq_masks == speech.freq_masks
-    assert data.augment_config("none") == AudioAugmentConfig(time_masks=3, mixup=0.1)
+    assert data.augment_config("none", {"time_masks": 3}) == AudioAugmentConfig(time_masks=3)
     with pytest.raises(ValueError, match="unknown audio augmentation preset 'cifar'.*none, speech"):
         data.augment_config("cifar")
 
@@ -302,7 +317,7 @@ def test_input_spec_round_trip(small):
     assert d["kind"] == "audio" and d["in_chans"] == 1 and d["sample_rate"] == 8000 and d["duration_s"] == 1.0
     assert d["input_size"] == [1, 40, 101] and d["normalizer"] is None
     assert AudioInputSpec.from_dict(d) == spec
-    with pytest.raises(AudioDataError, match="not an audio input spec"):
+    with pytest.raises(ValueError, match="not an audio input spec"):
         AudioInputSpec.from_dict({"kind": "image", "in_chans": 3})
 
 
@@ -326,15 +341,15 @@ def test_eval_batches_cover_every_clip_in_order(small):
     x, y = torch.cat(xs), torch.cat(ys)
     assert x.shape == (15, 1, 40, 101) and x.dtype == torch.float32 and torch.isfinite(x).all()
     assert torch.equal(y, small.val.labels)
-    # The same features prepare_audio_batch gives predict.
-    batch, names, errors = prepare_audio_batch(small.val.paths[:3], small.train.input_spec(), "cpu")
-    assert errors == [None] * 3 and names == small.val.paths[:3]
-    torch.testing.assert_close(batch, x[:3])
+    # The same features the spec gives predict.
+    prepared = small.train.input_spec().prepare(small.val.paths[:3], torch.device("cpu"))
+    assert prepared.errors == [None] * 3 and prepared.names == small.val.paths[:3]
+    torch.testing.assert_close(prepared.batch, x[:3])
 
 
 def test_train_batches_are_seeded_and_resume_exactly(small):
     augment = small.train.augment_config("speech", {"mixup": 0.2})
-    source = _batches(small.train, train=True, augment=augment, seed=5)
+    source = _batches(small.train, train=True, augment=augment, seed=5, num_classes=10)
     assert len(source) == 30 // 8  # the ragged last batch is dropped in training
 
     def run(src, epoch, start=0):
@@ -346,7 +361,7 @@ def test_train_batches_are_seeded_and_resume_exactly(small):
     x, y = first[0]
     assert x.shape == (8, 1, 40, 101) and torch.isfinite(x).all()
     assert y.shape == (8, 10) and torch.allclose(y.sum(1), torch.ones(8))  # mixup's soft targets
-    fresh = _batches(small.train, train=True, augment=augment, seed=5)
+    fresh = _batches(small.train, train=True, augment=augment, seed=5, num_classes=10)
     fresh.load_state_dict(state)
     again = run(fresh, 0)
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
@@ -373,17 +388,21 @@ def test_ddp_shards_are_disjoint(small):
 def test_remap_classes_by_name(small):
     reverse = [str(d) for d in range(9, -1, -1)]
     remapped = small.val.remap_classes(reverse)
-    assert small.val.classes == [str(d) for d in range(10)] and remapped.classes == reverse
-    assert torch.equal(remapped.labels, 9 - small.val.labels)
+    assert small.val.classes == ["1", "2", "3"] and remapped.classes == reverse
+    assert torch.equal(remapped.labels, 8 - small.val.labels)  # "1" (label 0) is index 8 of the reversed list
     with pytest.raises(AudioDataError, match=r"(?s)not among the model's classes.*data classes.*model classes"):
         small.val.remap_classes(["1", "2"])
 
 
-def test_write_examples_draws_a_png(small, tmp_path):
+def test_preview_is_drawn_by_the_report_layer(small, tmp_path):
     from PIL import Image
 
-    path = small.train.write_examples(tmp_path)
-    assert path == tmp_path / "spectrograms.png"
+    from resnetkit.report.plots import plot_preview
+
+    preview = small.train.preview()
+    assert preview.style == "spectrogram" and preview.filename == "spectrograms.png"
+    assert preview.labels == ["1", "2", "3"] and preview.samples.shape == (3, 1, 40, 101)
+    path = plot_preview(preview, tmp_path / preview.filename)
     with Image.open(path) as image:
         image.verify()
 
@@ -502,12 +521,12 @@ def test_predict_batch_reports_bad_files_per_item(small, tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not a wave file at all")
     items = [small.val.paths[0], str(bad), str(tmp_path / "missing.wav"), torch.zeros(4000)]
-    batch, names, errors = prepare_audio_batch(items, small.train.input_spec(), "cpu")
+    batch, names, errors = vars(small.train.input_spec().prepare(items, torch.device("cpu"))).values()
     assert batch.shape == (2, 1, 40, 101) and names[1] == str(bad) and names[3] == "tensor"
     assert errors[0] is None and errors[3] is None
     assert str(bad) in errors[1] and "missing.wav" in errors[2]
-    with pytest.raises(TypeError, match="audio file paths"):
-        prepare_audio_batch([3.0], small.train.input_spec(), "cpu")
+    with pytest.raises(TypeError, match="audio: pass file paths"):
+        small.train.input_spec().prepare([3.0], torch.device("cpu"))
 
 
 def test_empty_class_folder_and_no_classes_are_errors(tmp_path):

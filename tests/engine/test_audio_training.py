@@ -19,6 +19,8 @@ sf = pytest.importorskip("soundfile")
 from resnetkit.cli.main import main  # noqa: E402  (after importorskip on purpose)
 from resnetkit.engine import TrainConfig, load_run, train  # noqa: E402
 
+from conftest import StopAtStep  # noqa: E402
+
 AUDIO = {"sample_rate": 8000, "kind": "logmel", "n_fft": 256, "win_length": 240, "hop_length": 80}
 
 
@@ -150,7 +152,7 @@ def test_mixed_formats_train_with_speech_augmentation(tmp_path, fsdd_subset):
         sf.write(str(dest / f"{clip.stem}.wav"), wave, new_rate, subtype=subtype)
     assert {sf.info(str(p)).samplerate for p in (tmp_path / "ds").rglob("*.wav")} == {8000, 16000, 44100}
     config = TrainConfig(
-        model="res8_narrow", data=str(tmp_path / "ds"), audio={**AUDIO, "mixup": 0.2}, val_split=0.25, epochs=2,
+        model="res8_narrow", data=str(tmp_path / "ds"), audio=dict(AUDIO), augment_args={"mixup": 0.2}, val_split=0.25, epochs=2,
         batch_size=8, optimizer="adamw", lr=3e-3, augment="speech", quiet=True, out=str(tmp_path / "run"),
     )
     summary = train(config)
@@ -164,17 +166,6 @@ def test_mixed_formats_train_with_speech_augmentation(tmp_path, fsdd_subset):
     assert info["augment"]["time_masks"] == 2 and info["augment"]["mixup"] == 0.2
 
 
-class _StopAt:
-    """Callback: ask the trainer to stop (as Ctrl-C does) after ``step`` optimizer steps."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, trainer) -> None:
-        if trainer.global_step == self.step:
-            trainer.request_stop()
-
-
 def test_resume_continues_an_audio_run_exactly(tmp_path, fsdd_subset):
     from resnetkit.engine import TrainingInterrupted
 
@@ -184,7 +175,7 @@ def test_resume_continues_an_audio_run_exactly(tmp_path, fsdd_subset):
                   augment="speech", quiet=True, amp="off", seed=1, epochs=2)
     full = train(TrainConfig(**common, out=str(tmp_path / "full")))
     with pytest.raises(TrainingInterrupted):
-        train(TrainConfig(**common, out=str(tmp_path / "half")), callbacks=[_StopAt(7)])  # mid second epoch
+        train(TrainConfig(**common, out=str(tmp_path / "half")), callbacks=[StopAtStep(7)])  # mid second epoch
     resumed = train(TrainConfig(**common), resume=tmp_path / "half")
     assert resumed.history[-1]["step"] == full.history[-1]["step"] == 10
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]

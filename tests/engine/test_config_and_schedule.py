@@ -10,7 +10,7 @@ import torch
 from resnetkit.cli.train_cmd import config_overrides
 from resnetkit.cli.main import build_parser
 from resnetkit.data.augment import AugmentConfig, BatchAugment, Normalize, augment_from, gather_crop_flip, pad_store
-from resnetkit.engine.config import TrainConfig, build_config
+from resnetkit.engine.config import TrainConfig, build_config, recipe_names
 from resnetkit.engine.optim import build_optimizer, lr_factor
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -25,9 +25,16 @@ def test_paper_recipe_follows_he_et_al():
     assert factors == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
-def test_every_recipe_is_valid():
-    for path in RECIPES.glob("*.yaml"):
-        build_config(path)
+def test_every_recipe_is_valid_and_addressable_by_name():
+    names = recipe_names()
+    assert {"cifar10_resnet20_fast", "cifar10_resnet20_paper", "fsdd_res15", "fsdd_resnet20"} <= set(names)
+    assert sorted(p.stem for p in RECIPES.glob("*.yaml")) == names  # recipes/ is the packaged folder
+    for name in names:
+        assert build_config(name) == build_config(RECIPES / f"{name}.yaml")
+    # A path that does not exist from here still finds the packaged recipe of that name.
+    assert build_config("elsewhere/recipes/fsdd_res15.yaml").model == "res15_narrow"
+    with pytest.raises(FileNotFoundError, match="not a packaged recipe .*cifar10_resnet20_fast"):
+        build_config("no_such_recipe")
 
 
 def test_flags_override_the_recipe():

@@ -57,7 +57,7 @@ POISON_ONE_RANK = """
 import sys
 import torch
 from resnetkit import TrainConfig, Trainer, create_model
-from resnetkit.engine import distributed
+from resnetkit.runtime import distributed
 from resnetkit.engine.trainer import TrainingDiverged
 
 

@@ -5,18 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import StopAtStep
+
 from resnetkit.engine import TrainConfig, Trainer, TrainingDiverged, TrainingInterrupted, train
-
-
-class StopAfter:
-    """Simulates Ctrl-C: the same code path (finish the step, checkpoint, raise)."""
-
-    def __init__(self, steps: int) -> None:
-        self.steps = steps
-
-    def on_step_end(self, trainer) -> None:
-        if trainer.global_step == self.steps:
-            trainer.request_stop()
 
 
 def _weights(path):
@@ -32,7 +23,7 @@ def _config(out, **kw):
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     full = train(_config(tmp_path / "full"))
     with pytest.raises(TrainingInterrupted, match="resnetkit train --resume"):
-        train(_config(tmp_path / "cut"), callbacks=[StopAfter(16)])  # mid-way through epoch 2
+        train(_config(tmp_path / "cut"), callbacks=[StopAtStep(16)])  # mid-way through epoch 2
     state = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
     assert state["global_step"] == 16 and state["epoch"] == 1 and state["step_in_epoch"] == 5
     resumed = train(TrainConfig(quiet=True), resume=tmp_path / "cut")
@@ -54,7 +45,7 @@ def test_resume_needs_a_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="last.pt"):
         train(TrainConfig(quiet=True), resume=tmp_path)
     (tmp_path / "last.pt").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="cannot read checkpoint .*last.pt"):
+    with pytest.raises(ValueError, match="cannot read .*last.pt: not a PyTorch checkpoint"):
         train(TrainConfig(quiet=True), resume=tmp_path)
 
 

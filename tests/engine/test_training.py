@@ -12,7 +12,6 @@ from PIL import Image
 
 from resnetkit.cli.main import main
 from resnetkit.engine import TrainConfig, load_run, train
-from resnetkit.engine.run import LoadedRun
 
 METRIC_KEYS = {"num_samples", "loss", "top1", "top5", "per_class", "confusion_matrix"}
 
@@ -35,7 +34,7 @@ def test_trains_well_above_chance(trained_run):
 def test_run_directory_contents(trained_run):
     run = trained_run.run_dir
     for name in ("config.yaml", "classes.json", "data_config.json", "metrics.csv", "metrics.json",
-                 "last.pt", "best.pt", "best.safetensors", "curves.png", "confusion.png"):
+                 "last.pt", "best.pt", "best.safetensors", "curves.png", "confusion.png", "examples.png"):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert METRIC_KEYS <= set(metrics)
@@ -43,7 +42,7 @@ def test_run_directory_contents(trained_run):
     assert set(metrics["per_class"]) == {"airplane", "automobile", "cat", "frog", "ship"}
     assert set(metrics["per_class"]["cat"]) == {"precision", "recall", "f1", "support"}
     assert len(metrics["confusion_matrix"]) == 5
-    for png in ("curves.png", "confusion.png"):
+    for png in ("curves.png", "confusion.png", "examples.png"):
         with Image.open(run / png) as img:
             img.load()
             assert img.size[0] > 200
@@ -64,7 +63,8 @@ def test_evaluate_maps_classes_by_name(trained_run, cifar_folder, tmp_path):
     for name in ("ship", "cat"):
         shutil.copytree(cifar_folder / "val" / name, sub / name)
     result = loaded.evaluate(sub)
-    loss, acc, metrics = result
+    loss, acc = result
+    metrics = result.metrics
     assert metrics["per_class"]["ship"]["support"] == 20 and metrics["per_class"]["cat"]["support"] == 20
     assert metrics["per_class"]["airplane"]["support"] == 0
     # The same files through predict: the accuracy by hand equals evaluate's.
@@ -115,6 +115,10 @@ def test_python_api_keras_style():
     model = create_model("resnet20", in_chans=1, num_classes=10)
     history = Trainer(model, splits.train, splits.val, TrainConfig(epochs=2, quiet=True)).fit()
     assert len(history) == 2 and history[-1]["val_acc"] > 0.5
-    loss, acc, metrics = evaluate(model, splits.val)
+    # Keras' History: one list per metric, under Keras' names.
+    assert history.history["val_accuracy"] == [row["val_acc"] for row in history]
+    assert history.history["loss"][-1] == history[-1]["train_loss"] and history.epoch == [1, 2]
+    loss, acc = result = evaluate(model, splits.val)  # Keras: loss, acc = model.evaluate(...)
     assert acc == pytest.approx(history[-1]["val_acc"], abs=1e-6)
-    assert metrics["num_samples"] == len(splits.val)
+    assert loss == pytest.approx(history[-1]["val_loss"], rel=1e-5)
+    assert result.metrics["num_samples"] == len(splits.val)

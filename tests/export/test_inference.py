@@ -62,5 +62,5 @@ def test_optimize_for_inference_agrees_with_fp32(precision):
 
 
 def test_optimize_for_inference_rejects_bad_precision():
-    with pytest.raises(ValueError, match="precision must be auto, fp32, bf16 or fp16"):
+    with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp16, fp32, off"):
         optimize_for_inference(create_model("resnet20"), precision="int4")

@@ -75,7 +75,7 @@ def build_cases(args: argparse.Namespace) -> list:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from resnetkit.engine.trainer import resolve_device
+    from resnetkit.runtime.device import resolve_device
     from resnetkit.speed import matmul_peak_gflops, run_cases
 
     if args.repeats < 1:
@@ -124,7 +124,8 @@ def _add_ratios(rows: list[dict]) -> None:
 
 
 def format_table(rows: list[dict], peak: dict) -> str:
-    lines = [f"matmul peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s (measured now)",
+    bf16 = f"{peak['bf16']:.0f} GFLOP/s" if peak.get("bf16") else "not native on this CPU"
+    lines = [f"matmul peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {bf16} (measured now)",
              f"{'model':<12}{'mode':<8}{'size':>5}{'batch':>6}  {'configuration':<42}{'img/s':>9}{'spread':>8}"
              f"{'ms':>9}{'GFLOP/s':>9}{'%peak':>7}{'speedup':>9}"]
     for r in rows:

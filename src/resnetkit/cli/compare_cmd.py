@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         overrides = config_overrides(args)
         overrides.pop("out", None)
         config = build_config(args.recipe, overrides)
-        table = compare(args.models, config, out)
+        table = compare(args.models, config, out, measure_latency=not args.no_latency)
     from pathlib import Path
 
     print((Path(out) / "compare.md").read_text(), end="")

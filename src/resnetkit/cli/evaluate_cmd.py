@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from resnetkit.engine.config import AMP_MODES
+from resnetkit.runtime.files import to_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -11,21 +13,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="a folder (test/ or val/ inside, or class folders), or a data set name")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
+    p.add_argument("--amp", choices=AMP_MODES, default="auto",
                    help="precision of the forward pass (off: plain fp32)")
     p.add_argument("--on-corrupt", choices=["skip", "stop"], default="skip")
     p.add_argument("--json", action="store_true", help="print every metric as one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
-    from resnetkit.engine.run import load_run
+    from resnetkit.engine.inference import load_run
 
     loaded = load_run(args.checkpoint, device=args.device)
     data = loaded.load_eval_data(args.data, on_corrupt=args.on_corrupt)
     result = loaded.evaluate(data, batch_size=args.batch_size, amp=args.amp)
     m = result.metrics
     if args.json:
-        print(json.dumps(m))
+        print(to_json(m))
         return 0
     print(f"{loaded.model_name} on {args.data}: {m['num_samples']} samples")
     print(f"  loss {m['loss']:.4f}   top-1 {m['top1']:.2%}   top-5 {m['top5']:.2%}")

@@ -5,19 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 
+from resnetkit.engine.config import AMP_MODES
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="a run directory or a last.pt/best.pt file")
     p.add_argument("inputs", nargs="+", help="files or folders")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
+    p.add_argument("--amp", choices=AMP_MODES, default="auto",
                    help="precision of the optimized inference model (off: plain fp32)")
     p.add_argument("--json", action="store_true", help="print one JSON object per input")
 
 
 def run(args: argparse.Namespace) -> int:
-    from resnetkit.engine.run import load_run
+    from resnetkit.engine.inference import load_run
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")

@@ -6,15 +6,30 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import fields
 
-from resnetkit.engine.config import build_config
+import yaml
+
+from resnetkit.data.audio_features import FEATURE_KINDS
+from resnetkit.engine.config import (
+    AMP_MODES,
+    AUDIO_LAYOUTS,
+    MILESTONE_UNITS,
+    ON_CORRUPT,
+    OPTIMIZERS,
+    SCHEDULES,
+    TrainConfig,
+    build_config,
+)
+from resnetkit.models.layers import ACTIVATION_NAMES, NORM_NAMES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="digits (default, embedded), cifar10, cifar100, mnist, fashion-mnist, fsdd, "
                    "or a folder of images or audio files")
     p.add_argument("--model", help="a registered model name (default resnet20; see `resnetkit models`)")
-    p.add_argument("--recipe", help="YAML file of settings; flags given here override it")
+    p.add_argument("--recipe", help="a packaged recipe's name (e.g. cifar10_resnet20_fast) or a YAML file; "
+                   "flags given here override it")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its last checkpoint")
     p.add_argument("--out", help="run directory (default runs/<model>-<data>-<time>)")
     p.add_argument("--name", help="run name under runs/")
@@ -23,25 +38,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_training_arguments(p: argparse.ArgumentParser) -> None:
     """The settings shared by ``train`` and ``compare``."""
+    m = p.add_argument_group("model")
+    m.add_argument("--activation", help=f"activation of a ResNet ({', '.join(ACTIVATION_NAMES)})")
+    m.add_argument("--norm", help=f"normalization of a ResNet ({', '.join(NORM_NAMES)})")
+    m.add_argument("--width-mult", type=float, help="scale every stage's width")
+    m.add_argument("--drop-rate", type=float, help="dropout before the classifier")
+    m.add_argument("--drop-path-rate", type=float, help="stochastic depth")
+    m.add_argument("--model-arg", action="append", type=_key_value, metavar="KEY=VALUE",
+                   help="any constructor argument (repeatable), e.g. --model-arg zero_init_last=true")
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int)
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     g.add_argument("--time-budget-min", type=float, help="wall-clock budget: as many epochs as fit after the first")
     g.add_argument("--batch-size", type=int)
-    g.add_argument("--optimizer", choices=["sgd", "adamw"])
+    g.add_argument("--optimizer", choices=OPTIMIZERS)
     g.add_argument("--lr", type=float)
     g.add_argument("--momentum", type=float)
     g.add_argument("--nesterov", action="store_true", default=None)
     g.add_argument("--weight-decay", type=float)
-    g.add_argument("--schedule", choices=["step", "cosine", "onecycle", "constant"])
+    g.add_argument("--schedule", choices=SCHEDULES)
     g.add_argument("--warmup-epochs", type=float)
     g.add_argument("--milestones", type=_floats, help="step schedule: comma-separated epochs (or steps, see --milestone-unit)")
-    g.add_argument("--milestone-unit", choices=["epoch", "step"])
+    g.add_argument("--milestone-unit", choices=MILESTONE_UNITS)
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--ema-decay", type=float, help="keep an exponential moving average of the weights (e.g. 0.999)")
     g.add_argument("--grad-clip", type=float, help="clip the global gradient norm")
-    g.add_argument("--drop-rate", type=float, help="dropout before the classifier")
-    g.add_argument("--drop-path-rate", type=float, help="stochastic depth")
     d = p.add_argument_group("data")
     d.add_argument("--val-split", type=float, help="fraction held out for validation when the data has no val/ folder")
     d.add_argument("--img-size", type=int)
@@ -52,13 +73,17 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--cutmix", type=float, help="cutmix alpha")
     d.add_argument("--auto-augment", choices=["randaugment", "trivialaugment"])
     d.add_argument("--random-erasing", type=float)
-    d.add_argument("--on-corrupt", choices=["skip", "stop"], help="skip unreadable files (named in the log) or stop")
-    d.add_argument("--audio-layout", choices=["auto", "folders", "fsdd", "speech-commands"],
-                   help="layout of an audio folder (default auto: detected)")
-    d.add_argument("--fsdd-split", help="FSDD held-out part: official (recordings 0-4) or speakers:NAME[,NAME]")
+    d.add_argument("--on-corrupt", choices=ON_CORRUPT, help="skip unreadable files (named in the log) or stop")
+    a = p.add_argument_group("audio")
+    a.add_argument("--sample-rate", type=int, help="resample every clip to this rate (Hz)")
+    a.add_argument("--clip-seconds", type=float, help="crop or pad every clip to this duration")
+    a.add_argument("--features", choices=FEATURE_KINDS, help="log-mel spectrogram or MFCCs")
+    a.add_argument("--n-mels", type=int, help="mel bands")
+    a.add_argument("--audio-layout", choices=AUDIO_LAYOUTS, help="layout of an audio folder (default auto: detected)")
+    a.add_argument("--fsdd-split", help="FSDD held-out part: official (recordings 0-4) or speakers:NAME[,NAME]")
     s = p.add_argument_group("speed and reproducibility")
     s.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
-    s.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], help="mixed precision (default auto)")
+    s.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default auto)")
     s.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
     s.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     s.add_argument("--workers", type=int)
@@ -76,26 +101,45 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-_AUGMENT_FLAGS = ("mixup", "cutmix", "auto_augment", "random_erasing")
-_MODEL_FLAGS = ("drop_rate", "drop_path_rate")
-_SKIP = {"command", "_run", "recipe", "resume", "json", "models", "report", "no_latency"}
+def _key_value(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), yaml.safe_load(value)  # numbers, booleans and lists as in a recipe
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"cannot read the value of {text!r}") from None
+
+
+# Flags that set a field of a mapping of TrainConfig rather than a field of their own.
+_MAPPED = {
+    "augment_args": {"mixup": "mixup", "cutmix": "cutmix", "auto_augment": "auto_augment",
+                     "random_erasing": "random_erasing"},
+    "model_args": {"activation": "activation", "norm": "norm", "width_mult": "width_mult", "drop_rate": "drop_rate",
+                   "drop_path_rate": "drop_path_rate"},
+    "audio": {"sample_rate": "sample_rate", "clip_seconds": "duration_s", "features": "kind", "n_mels": "n_mels"},
+}
+_CONFIG_FIELDS = {f.name for f in fields(TrainConfig)}
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
     """The flags the user gave, as TrainConfig fields (unset flags leave the recipe alone)."""
-    values = {k: v for k, v in vars(args).items() if v is not None and k not in _SKIP}
-    augment_args = {k: values.pop(k) for k in _AUGMENT_FLAGS if k in values}
-    model_args = {k: values.pop(k) for k in _MODEL_FLAGS if k in values}
-    if augment_args:
-        values["augment_args"] = augment_args
-    if model_args:
-        values["model_args"] = model_args
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    values: dict = {}
+    for target, flags in _MAPPED.items():
+        mapping = {key: given[flag] for flag, key in flags.items() if flag in given}
+        if mapping:
+            values[target] = mapping
+    if given.get("model_arg"):
+        values.setdefault("model_args", {}).update(dict(given["model_arg"]))
+    values.update({k: v for k, v in given.items() if k in _CONFIG_FIELDS})
     return values
 
 
 def run(args: argparse.Namespace) -> int:
-    from resnetkit.engine.run import train
     from resnetkit.engine.trainer import TrainingDiverged, TrainingInterrupted
+    from resnetkit.engine.training import train
+    from resnetkit.runtime import distributed
 
     config = build_config(args.recipe, config_overrides(args))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -107,8 +151,6 @@ def run(args: argparse.Namespace) -> int:
     except TrainingDiverged as err:
         print(f"resnetkit train: error: {err}", file=sys.stderr)
         return 1
-    from resnetkit.engine import distributed
-
     if distributed.current().is_main:
         if args.json:
             print(json.dumps({"run_dir": str(summary.run_dir), "best_val_acc": summary.best_val_acc,

@@ -1,1 +1,47 @@
-"""Data: image and audio data sets, augmentation, and the audio front end."""
+"""Every kind of input behind one interface: reading, layouts, splits, input specs and batch sources.
+
+Start at :mod:`.interface` (what a kind of input provides) and :mod:`.resolve` (which kind
+a ``--data`` value is). Images: :mod:`.image_io`, :mod:`.images`, :mod:`.image_batches`,
+:mod:`.augment`. Audio: :mod:`.audio_io`, :mod:`.audio_features`, :mod:`.audio_settings`,
+:mod:`.audio_data`, :mod:`.audio_layouts`, :mod:`.audio_batches`. Shared: :mod:`.folders`,
+:mod:`.batching`, :mod:`.specs`, :mod:`.classes`, :mod:`.tensors`.
+"""
+
+from .batching import BatchSource
+from .interface import (
+    BatchOptions,
+    DataRequest,
+    DataSplits,
+    InputSpec,
+    LabelledData,
+    PreparedInputs,
+    Preview,
+    SkippedFile,
+    input_spec_from_dict,
+    register_input_spec,
+)
+from .resolve import DataKind, load_eval_data, register_data_kind, resolve_data
+from .specs import AudioInputSpec, ImageInputSpec
+from .tensors import TensorData, as_labelled_data
+
+__all__ = [
+    "AudioInputSpec",
+    "BatchOptions",
+    "BatchSource",
+    "DataKind",
+    "DataRequest",
+    "DataSplits",
+    "ImageInputSpec",
+    "InputSpec",
+    "LabelledData",
+    "PreparedInputs",
+    "Preview",
+    "SkippedFile",
+    "TensorData",
+    "as_labelled_data",
+    "input_spec_from_dict",
+    "load_eval_data",
+    "register_data_kind",
+    "register_input_spec",
+    "resolve_data",
+]

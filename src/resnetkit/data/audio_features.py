@@ -719,31 +719,6 @@ def spec_augment(
     return features.masked_fill(mask, mask_value)
 
 
-class SpecAugment(nn.Module):
-    """Module form of :func:`spec_augment`; active only in training mode."""
-
-    def __init__(
-        self,
-        num_freq_masks: int = 2,
-        freq_mask_width: int = 8,
-        num_time_masks: int = 2,
-        time_mask_width: int = 20,
-        mask_value: float = 0.0,
-        generator: Optional[torch.Generator] = None,
-    ) -> None:
-        super().__init__()
-        self.kwargs = dict(
-            num_freq_masks=num_freq_masks, freq_mask_width=freq_mask_width,
-            num_time_masks=num_time_masks, time_mask_width=time_mask_width, mask_value=mask_value,
-        )
-        self.generator = generator
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return features
-        return spec_augment(features, self.generator, **self.kwargs)
-
-
 def random_time_shift(
     x: torch.Tensor,
     max_shift: int,

@@ -7,11 +7,12 @@ resampling is :func:`scipy.signal.resample_poly`. soundfile is an optional depen
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
 from types import ModuleType
-from typing import Optional, Sequence, Union
+from typing import BinaryIO, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -21,6 +22,10 @@ PathLike = Union[str, os.PathLike]
 FIX_LENGTH_MODES = ("random", "center")
 # What the data loaders look for; libsndfile decodes more, but these are the formats data sets ship in.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+# Longer recordings are refused rather than decoded: a corrupt or hostile header can claim
+# hours of audio, and no clip a classifier reads is that long.
+MAX_AUDIO_SECONDS = 3600.0
+MAX_AUDIO_VALUES = 2**30
 
 
 class AudioFormatError(ValueError):
@@ -67,44 +72,68 @@ def resample(wave: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
     return resample_poly(wave, target_rate // g, orig_rate // g)
 
 
-def load_audio(path: PathLike, sample_rate: int) -> torch.Tensor:
-    """Read an audio file as a 1-D float32 mono tensor at ``sample_rate``.
+def load_audio(source: Union[PathLike, bytes, BinaryIO], sample_rate: int, name: Optional[str] = None) -> torch.Tensor:
+    """Read an audio file (a path, its bytes, or a binary file object) as 1-D float32 mono at ``sample_rate``.
 
     Channels are averaged; PCM of any width is scaled to [-1, 1), float files keep their
-    values. A file at another rate is resampled with :func:`resample`.
+    values. A file at another rate is resampled with :func:`resample`. Uploads are decoded
+    in memory.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        AudioFormatError: the file is empty, corrupt, of an unsupported format, or holds
-            non-finite samples. The message names the path.
+        AudioFormatError: the file is empty, corrupt, of an unsupported format, absurdly
+            long, or holds non-finite samples. The message names the file (``name``).
     """
     sample_rate = _check_positive_int(sample_rate, "sample_rate")
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"audio file {str(path)!r} does not exist")
-    if path.is_dir():
-        raise AudioFormatError(f"{str(path)!r} is a directory, expected an audio file")
-    if path.stat().st_size == 0:
-        # libsndfile's message for this case ("Format not recognised") hides the real problem.
-        raise AudioFormatError(f"audio file {str(path)!r} is empty (0 bytes)")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise AudioFormatError(f"{name or 'upload'}: empty file (0 bytes), expected audio")
+        source = io.BytesIO(source)
+    if isinstance(source, io.IOBase):
+        label = name or "upload"
+    else:
+        path = Path(source)
+        label = name or str(path)
+        if not path.exists():
+            raise FileNotFoundError(f"audio file {label!r} does not exist")
+        if path.is_dir():
+            raise AudioFormatError(f"{label!r} is a directory, expected an audio file")
+        if path.stat().st_size == 0:
+            # libsndfile's message for this case ("Format not recognised") hides the real problem.
+            raise AudioFormatError(f"audio file {label!r} is empty (0 bytes)")
+        source = str(path)
 
     sf = _import_soundfile()
     try:
-        # always_2d gives (frames, channels) for mono and multichannel alike.
-        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError, OSError) as exc:
+        with sf.SoundFile(source) as fh:
+            frames, file_rate, channels = fh.frames, fh.samplerate, fh.channels
+            # A header can claim anything; refuse what would not fit in memory before reading it.
+            if file_rate <= 0 or channels <= 0 or frames < 0:
+                raise AudioFormatError(f"audio file {label!r} has an impossible header "
+                                       f"({channels} channel(s) at {file_rate} Hz)")
+            if frames / file_rate > MAX_AUDIO_SECONDS or frames * channels > MAX_AUDIO_VALUES:
+                raise AudioFormatError(
+                    f"audio file {label!r} claims {frames:,} frames x {channels} channel(s) at {file_rate} Hz "
+                    f"({frames / file_rate / 60:.1f} min), above the limit of {MAX_AUDIO_SECONDS / 60:.0f} min"
+                )
+            # always_2d gives (frames, channels) for mono and multichannel alike.
+            data = fh.read(dtype="float32", always_2d=True)
+    except AudioFormatError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError, OSError, MemoryError) as exc:
         # soundfile reports corrupt headers, unknown formats and truncated files through
         # several exception types; callers only need to know this file is unusable.
         raise AudioFormatError(
-            f"cannot read audio file {str(path)!r}: {exc} "
+            f"cannot read audio file {label!r}: {exc} "
             "(expected a WAV, FLAC or OGG file that libsndfile can decode)"
-        ) from exc
+        ) from None
+    path = label
 
     if data.shape[0] == 0 or data.shape[1] == 0:
-        raise AudioFormatError(f"audio file {str(path)!r} has a valid header but contains no samples")
+        raise AudioFormatError(f"audio file {path!r} has a valid header but contains no samples")
     # Float files can hold NaN/inf; they would poison every feature and loss downstream.
     if not np.isfinite(data).all():
-        raise AudioFormatError(f"audio file {str(path)!r} contains NaN or infinite samples")
+        raise AudioFormatError(f"audio file {path!r} contains NaN or infinite samples")
 
     wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     wave = resample(wave, int(file_rate), sample_rate)

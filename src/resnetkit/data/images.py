@@ -1,25 +1,38 @@
 """Image data sets: folders of files, torchvision's named sets, and the embedded digits.
 
-Small images (CIFAR-, MNIST-sized) are decoded once into one uint8 tensor, so that training
-can augment whole batches on the device and the data path never limits an epoch. Larger
-images stay on disk and go through a DataLoader with workers (:class:`ImageFiles`).
+Small images (CIFAR-, MNIST-sized) are decoded once into one uint8 tensor (:class:`ImageData`),
+so that training augments whole batches on the device and the data path never limits an
+epoch. Larger images stay on disk and go through a DataLoader with workers (:class:`ImageFiles`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
+from torch import nn
 
+from .augment import AugmentConfig, augment_from
 from .classes import label_mapping
+from .folders import (
+    check_on_corrupt,
+    default_cache_dir,
+    scan_class_folders,
+    split_folders,
+    stratified_split,
+)
+from .image_batches import InMemoryBatches, LoaderBatches
+from .image_io import IMAGE_EXTENSIONS, ImageDataError, read_image
+from .interface import SHOW_PATHS, BatchOptions, DataRequest, DataSplits, LabelledData, Preview, SkippedFile
+from .specs import ImageInputSpec, image_spec_for_model
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+__all__ = ["IMAGE_EXTENSIONS", "ImageData", "ImageDataError", "ImageFiles", "read_image", "resolve_image_data"]
+
 NAMED_DATASETS = ("digits", "cifar10", "cifar100", "mnist", "fashion-mnist")
 # Above this side length images are not decoded into memory: they are cropped and resized
 # per sample in DataLoader workers instead.
@@ -27,18 +40,8 @@ IN_MEMORY_MAX_SIDE = 96
 IN_MEMORY_MAX_BYTES = 4 * 2**30
 
 
-class ImageDataError(ValueError):
-    """Bad image data (empty folder, unreadable file, unknown class); the message names it."""
-
-
 @dataclass
-class SkippedFile:
-    path: str
-    reason: str
-
-
-@dataclass
-class ImageData:
+class ImageData(LabelledData):
     """Labelled images decoded into memory: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,)."""
 
     images: torch.Tensor
@@ -46,12 +49,16 @@ class ImageData:
     classes: list[str]
     source: str = ""
     skipped: list[SkippedFile] = field(default_factory=list)
+    # The augmentation preset "auto" means: small shifts for digits and characters (a
+    # flipped 2 is not a 2), crops and flips for natural images.
+    default_preset: str = ""
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
             raise ImageDataError(f"{self.source or 'images'}: expected uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels.shape != (self.images.shape[0],):
             raise ImageDataError(f"{self.source or 'images'}: {self.images.shape[0]} images but {tuple(self.labels.shape)} labels")
+        self.default_preset = self.default_preset or ("digits" if self.in_chans == 1 else "cifar")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -65,11 +72,40 @@ class ImageData:
         return tuple(self.images.shape[-2:])
 
     def subset(self, indices: torch.Tensor) -> "ImageData":
-        return ImageData(self.images[indices], self.labels[indices], list(self.classes), self.source, list(self.skipped))
+        return ImageData(self.images[indices], self.labels[indices], list(self.classes), self.source,
+                         list(self.skipped), self.default_preset)
+
+    def remap_classes(self, classes: Sequence[str]) -> "ImageData":
+        mapping = label_mapping(self.source, self.classes, classes, ImageDataError)
+        return ImageData(self.images, mapping[self.labels], list(classes), self.source, self.skipped, self.default_preset)
+
+    def input_spec(self, model: nn.Module | None = None, img_size: int | None = None) -> ImageInputSpec:
+        """The model's normalization at this data's own size (or ``img_size``): CIFAR nets are fully
+        convolutional, and 8x8 digits need no upsampling."""
+        in_chans = getattr(model, "in_chans", None) or self.in_chans
+        if in_chans != self.in_chans:
+            raise ImageDataError(f"{self.source}: images have {self.in_chans} channel(s), the model expects {in_chans}")
+        size = (img_size, img_size) if img_size else self.image_size
+        return image_spec_for_model(model, in_chans, size, crop_pct=1.0)
+
+    def augment_config(self, preset: str = "auto", overrides: dict[str, Any] | None = None) -> AugmentConfig:
+        return augment_from(self.default_preset if preset == "auto" else preset, overrides)
+
+    def batches(self, spec: ImageInputSpec, options: BatchOptions) -> InMemoryBatches:
+        if spec.in_chans != self.in_chans:
+            raise ImageDataError(f"{self.source}: images have {self.in_chans} channel(s), the model expects {spec.in_chans}")
+        return InMemoryBatches(self, spec, options)
+
+    def preview(self, max_examples: int = 10) -> Preview:
+        """The first image of each class."""
+        chosen = [int(hits[0]) for c in range(len(self.classes)) if len(hits := (self.labels == c).nonzero().flatten())]
+        chosen = chosen[:max_examples]
+        labels = [self.classes[int(self.labels[i])] for i in chosen]
+        return Preview(self.images[chosen].float() / 255, labels, "image", "examples.png", "training examples")
 
 
 @dataclass
-class ImageFiles(torch.utils.data.Dataset):
+class ImageFiles(torch.utils.data.Dataset, LabelledData):
     """Image files decoded on demand (for images too large to hold in memory).
 
     ``transform`` maps a uint8 (C, H, W) tensor to a uint8 tensor of the training size. A file
@@ -83,6 +119,7 @@ class ImageFiles(torch.utils.data.Dataset):
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None
     on_corrupt: str = "skip"
     source: str = ""
+    skipped: list[SkippedFile] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -104,12 +141,34 @@ class ImageFiles(torch.utils.data.Dataset):
             image = self.transform(image)
         return image, label
 
+    def _copy(self, **changes: Any) -> "ImageFiles":
+        values = dict(samples=self.samples, classes=self.classes, in_chans=self.in_chans, transform=self.transform,
+                      on_corrupt=self.on_corrupt, source=self.source, skipped=self.skipped)
+        values.update(changes)
+        return ImageFiles(**values)
+
     def with_transform(self, transform) -> "ImageFiles":
-        return ImageFiles(self.samples, self.classes, self.in_chans, transform, self.on_corrupt, self.source)
+        return self._copy(transform=transform)
 
     def subset(self, indices: torch.Tensor) -> "ImageFiles":
-        samples = [self.samples[i] for i in indices.tolist()]
-        return ImageFiles(samples, list(self.classes), self.in_chans, self.transform, self.on_corrupt, self.source)
+        return self._copy(samples=[self.samples[i] for i in indices.tolist()], classes=list(self.classes))
+
+    def remap_classes(self, classes: Sequence[str]) -> "ImageFiles":
+        mapping = label_mapping(self.source, self.classes, classes, ImageDataError)
+        return self._copy(samples=[(p, int(mapping[label])) for p, label in self.samples], classes=list(classes))
+
+    def input_spec(self, model: nn.Module | None = None, img_size: int | None = None) -> ImageInputSpec:
+        """The model's normalization, size (or ``img_size``) and evaluation crop."""
+        in_chans = getattr(model, "in_chans", None) or self.in_chans
+        return image_spec_for_model(model, in_chans, (img_size, img_size) if img_size else None)
+
+    def augment_config(self, preset: str = "auto", overrides: dict[str, Any] | None = None) -> AugmentConfig:
+        return augment_from("imagenet" if preset == "auto" else preset, overrides)
+
+    def batches(self, spec: ImageInputSpec, options: BatchOptions) -> LoaderBatches:
+        if spec.in_chans != self.in_chans:
+            raise ImageDataError(f"{self.source}: images are read with {self.in_chans} channel(s), the model expects {spec.in_chans}")
+        return LoaderBatches(self, spec, options)
 
 
 def collate_skipping_none(batch):
@@ -121,63 +180,13 @@ def collate_skipping_none(batch):
     return torch.stack(images), torch.tensor(labels, dtype=torch.long)
 
 
-def read_image(path: str | Path, in_chans: int = 3) -> torch.Tensor:
-    """Decode one file to uint8 (C, H, W) with ``in_chans`` 1 (gray) or 3 (RGB).
-
-    Pillow decodes (torchvision.io's decoders are deprecated since 0.29); a truncated file
-    raises instead of coming back half gray, since Pillow's LOAD_TRUNCATED_IMAGES is off.
-    """
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    path = str(path)
-    try:
-        if os.path.getsize(path) == 0:
-            raise ImageDataError(f"{path}: empty file (0 bytes), expected an image")
-        with Image.open(path) as img:
-            img = img.convert("L" if in_chans == 1 else "RGB")
-            array = np.asarray(img, dtype=np.uint8)
-    except ImageDataError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageDataError(f"{path}: not an image file Pillow can read; expected JPEG, PNG, WebP, GIF, BMP or TIFF") from None
-    except (OSError, ValueError, SyntaxError) as err:
-        raise ImageDataError(f"{path}: corrupt or truncated image ({err})") from None
-    tensor = torch.from_numpy(array.copy())
-    return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
-
-
 # -- folders ------------------------------------------------------------------------------
 
 
 def scan_image_folder(root: str | Path) -> tuple[list[tuple[str, int]], list[str]]:
-    """Files and class names of an ImageFolder layout (``root/<class>/<image>``).
-
-    Raises :class:`ImageDataError` for a missing folder, a folder without class subfolders, or
-    a class folder without image files (which would otherwise give a class that can never be
-    predicted correctly and a silent shift of every later label).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise ImageDataError(f"{root}: not a folder; expected an image folder with one subfolder per class")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise ImageDataError(
-            f"{root}: no class subfolders; expected {root}/<class name>/<image files> "
-            f"(or {root}/train/<class name>/...)"
-        )
-    samples: list[tuple[str, int]] = []
-    for index, name in enumerate(classes):
-        files = sorted(
-            str(p) for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
-        if not files:
-            raise ImageDataError(
-                f"class folder {root / name} has no image files (expected {', '.join(IMAGE_EXTENSIONS)}); "
-                "remove it or add images"
-            )
-        samples.extend((f, index) for f in files)
-    return samples, classes
+    """Files and class names of an ImageFolder layout (``root/<class>/<image>``)."""
+    scan = scan_class_folders(root, IMAGE_EXTENSIONS, ImageDataError, what="image files")
+    return scan.samples, scan.classes
 
 
 def decode_into_memory(
@@ -186,6 +195,7 @@ def decode_into_memory(
     """Decode every file once into one uint8 tensor (images of another size are resized)."""
     from torchvision.transforms.v2 import functional as TF
 
+    check_on_corrupt(on_corrupt)
     images, labels, skipped = [], [], []
     size = None
     resized = 0
@@ -205,8 +215,9 @@ def decode_into_memory(
         images.append(img)
         labels.append(label)
     if skipped:
-        shown = "; ".join(f"{s.path} ({s.reason})" for s in skipped[:5])
-        log.warning("skipped %d unreadable file(s) of %s: %s%s", len(skipped), source, shown, " ..." if len(skipped) > 5 else "")
+        shown = "; ".join(f"{s.path} ({s.reason})" for s in skipped[:SHOW_PATHS])
+        more = " ..." if len(skipped) > SHOW_PATHS else ""
+        log.warning("skipped %d unreadable file(s) of %s: %s%s", len(skipped), source, shown, more)
     if resized:
         log.warning("%s: resized %d image(s) to %dx%d, the size of the first image", source, resized, *size)
     if not images:
@@ -223,7 +234,7 @@ def _fits_in_memory(samples: Sequence[tuple[str, int]], in_chans: int) -> bool:
         try:
             with Image.open(path) as img:
                 sides.append(max(img.size))
-        except Exception:
+        except Exception:  # unreadable files are named when they are decoded
             continue
     if not sides:
         return True
@@ -233,41 +244,13 @@ def _fits_in_memory(samples: Sequence[tuple[str, int]], in_chans: int) -> bool:
 
 def load_folder(root: str | Path, in_chans: int = 3, on_corrupt: str = "skip", in_memory: bool | None = None) -> ImageData | ImageFiles:
     """An ImageFolder-layout folder, decoded into memory when its images are small."""
+    check_on_corrupt(on_corrupt)
     samples, classes = scan_image_folder(root)
     if in_memory is None:
         in_memory = _fits_in_memory(samples, in_chans)
     if in_memory:
         return decode_into_memory(samples, classes, in_chans, on_corrupt, source=str(root))
     return ImageFiles(samples, classes, in_chans, None, on_corrupt, source=str(root))
-
-
-# -- splits -------------------------------------------------------------------------------
-
-
-def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Train and validation indices with the same class proportions in both (seeded)."""
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_split must be in (0, 1), got {val_fraction}")
-    g = torch.Generator().manual_seed(seed)
-    train, val = [], []
-    for c in labels.unique().tolist():
-        idx = (labels == c).nonzero().flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        n_val = int(round(len(idx) * val_fraction))
-        val.append(idx[:n_val])
-        train.append(idx[n_val:])
-    return torch.cat(train).sort().values, torch.cat(val).sort().values
-
-
-@dataclass
-class DataSplits:
-    train: ImageData | ImageFiles | None
-    val: ImageData | ImageFiles | None
-    classes: list[str]
-    name: str
-    # The data set's own pixel statistics are not used: the model's data config decides
-    # normalization. ``native_size`` records the stored image size for in-memory sets.
-    native_size: tuple[int, int] | None = None
 
 
 def resolve_image_data(
@@ -280,15 +263,14 @@ def resolve_image_data(
     cache_dir: str | Path | None = None,
     for_evaluation: bool = False,
 ) -> DataSplits:
-    """Turn ``--data`` into train/validation data.
+    """Turn ``--data`` into train/validation images.
 
     ``spec`` is ``digits``, a torchvision name (cifar10, cifar100, mnist, fashion-mnist) or a
     folder: ``PATH/train`` with ``PATH/val`` (or ``validation``, ``test``), or one class folder
     split with ``val_split``. ``for_evaluation`` returns the held-out part only (as ``val``):
     the test split where there is one, else the validation split, else the whole folder.
     """
-    if on_corrupt not in ("skip", "stop"):
-        raise ValueError(f"on_corrupt must be 'skip' or 'stop', got {on_corrupt!r}")
+    check_on_corrupt(on_corrupt)
     key = spec.lower()
     if key in NAMED_DATASETS and not Path(spec).exists():
         if key == "digits":
@@ -300,40 +282,30 @@ def resolve_image_data(
             f"--data {spec}: no such folder, and not a known data set name ({', '.join(NAMED_DATASETS)})"
         )
     chans = in_chans or 3
-    train_dir = _first_existing(root, ("train", "training"))
-    held_dir = _first_existing(root, ("test", "val", "validation") if for_evaluation else ("val", "validation", "test"))
+    train_dir, held_dir = split_folders(root, for_evaluation)
     if for_evaluation:
         data = load_folder(held_dir or root, chans, on_corrupt)
-        return DataSplits(None, data, data.classes, str(held_dir or root), _native(data))
+        return DataSplits(None, data, data.classes, str(held_dir or root))
     if train_dir is not None and held_dir is not None and val_split is None:
         train = load_folder(train_dir, chans, on_corrupt)
         val = load_folder(held_dir, chans, on_corrupt, in_memory=isinstance(train, ImageData))
         if val.classes != train.classes:
-            val = remap_classes(val, train.classes)
-        return DataSplits(train, val, train.classes, str(root), _native(train))
+            val = val.remap_classes(train.classes)
+        return DataSplits(train, val, train.classes, str(root))
     data = load_folder(train_dir or root, chans, on_corrupt)
     train_idx, val_idx = stratified_split(data.labels, val_split if val_split is not None else 0.1, seed)
-    return DataSplits(data.subset(train_idx), data.subset(val_idx), data.classes, str(root), _native(data))
+    return DataSplits(data.subset(train_idx), data.subset(val_idx), data.classes, str(root))
 
 
-def _native(data) -> tuple[int, int] | None:
-    return data.image_size if isinstance(data, ImageData) else None
+def resolve_image_request(request: DataRequest) -> DataSplits:
+    return resolve_image_data(request.data, val_split=request.val_split, seed=request.seed, in_chans=request.in_chans,
+                              on_corrupt=request.on_corrupt, cache_dir=request.cache_dir,
+                              for_evaluation=request.for_evaluation)
 
 
-def _first_existing(root: Path, names: Sequence[str]) -> Path | None:
-    for name in names:
-        if (root / name).is_dir():
-            return root / name
-    return None
-
-
-def remap_classes(data: ImageData | ImageFiles, target_classes: Sequence[str]) -> ImageData | ImageFiles:
-    """Relabel ``data`` so that label i means ``target_classes[i]``, matching by class name."""
-    mapping = label_mapping(data.source, data.classes, target_classes, ImageDataError)
-    if isinstance(data, ImageData):
-        return ImageData(data.images, mapping[data.labels], list(target_classes), data.source, data.skipped)
-    samples = [(p, int(mapping[label])) for p, label in data.samples]
-    return ImageFiles(samples, list(target_classes), data.in_chans, data.transform, data.on_corrupt, data.source)
+def load_image_eval_data(spec: ImageInputSpec, path: str, on_corrupt: str = "skip") -> ImageData | ImageFiles:
+    """The held-out part of ``path`` (its test/ or val/ folder, or the folder itself) read for ``spec``."""
+    return resolve_image_data(path, in_chans=spec.in_chans, on_corrupt=on_corrupt, for_evaluation=True).val
 
 
 # -- named data sets ----------------------------------------------------------------------
@@ -350,7 +322,7 @@ def _digits(val_fraction: float, seed: int, for_evaluation: bool) -> DataSplits:
     data = ImageData(images, labels, [str(i) for i in range(10)], "digits (scikit-learn)")
     train_idx, val_idx = stratified_split(labels, val_fraction, seed)
     val = data.subset(val_idx)
-    return DataSplits(None if for_evaluation else data.subset(train_idx), val, data.classes, "digits", (8, 8))
+    return DataSplits(None if for_evaluation else data.subset(train_idx), val, data.classes, "digits")
 
 
 _TORCHVISION = {
@@ -362,10 +334,6 @@ _TORCHVISION = {
 }
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("RESNETKIT_CACHE", Path.home() / ".cache" / "resnetkit")) / "datasets"
-
-
 def _torchvision_dataset(key: str, cache_dir, val_split, seed, for_evaluation) -> DataSplits:
     import torchvision.datasets as tvd
 
@@ -373,6 +341,8 @@ def _torchvision_dataset(key: str, cache_dir, val_split, seed, for_evaluation) -
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     cls = getattr(tvd, cls_name)
+    # Clothes are natural images: crops and flips, not the digits' small shifts.
+    preset = "cifar" if key == "fashion-mnist" else ""
 
     def load(train: bool):
         try:
@@ -388,13 +358,13 @@ def _torchvision_dataset(key: str, cache_dir, val_split, seed, for_evaluation) -
         data = torch.as_tensor(ds.data)
         images = data.permute(0, 3, 1, 2) if data.ndim == 4 else data[:, None]  # CIFAR is NHWC, MNIST NHW
         labels = torch.as_tensor(ds.targets, dtype=torch.long)
-        return ImageData(images.contiguous(), labels, list(ds.classes), f"{key} ({split})")
+        return ImageData(images.contiguous(), labels, list(ds.classes), f"{key} ({split})", default_preset=preset)
 
     test = to_image_data(load(False), "test")
     if for_evaluation:
-        return DataSplits(None, test, test.classes, key, test.image_size)
+        return DataSplits(None, test, test.classes, key)
     train = to_image_data(load(True), "train")
     if val_split:
         train_idx, val_idx = stratified_split(train.labels, val_split, seed)
-        return DataSplits(train.subset(train_idx), train.subset(val_idx), train.classes, key, train.image_size)
-    return DataSplits(train, test, train.classes, key, train.image_size)
+        return DataSplits(train.subset(train_idx), train.subset(val_idx), train.classes, key)
+    return DataSplits(train, test, train.classes, key)

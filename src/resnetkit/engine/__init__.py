@@ -1,11 +1,22 @@
-"""Training and evaluation engine: loops, metrics and the state of a run."""
+"""Training and evaluation engine: the loop, evaluation, loading a run, and the state of a run.
+
+- :mod:`.trainer`: ``Trainer(model, train, val, config).fit()``
+- :mod:`.training`: ``train(config)``, what ``resnetkit train`` does
+- :mod:`.evaluation`: ``evaluate(model, data)`` and the loss
+- :mod:`.inference`: ``load_run(path)`` for evaluate and predict
+- :mod:`.config`, :mod:`.optim`, :mod:`.checkpoint`, :mod:`.history`, :mod:`.metrics`, :mod:`.compare`
+"""
 
 from .config import TrainConfig, build_config, load_recipe
-from .run import LoadedRun, TrainSummary, load_run, train
-from .trainer import EvalResult, Trainer, TrainingDiverged, TrainingInterrupted, evaluate
+from .evaluation import EvalResult, evaluate
+from .history import History
+from .inference import LoadedRun, load_run
+from .trainer import Trainer, TrainingDiverged, TrainingInterrupted
+from .training import TrainSummary, train
 
 __all__ = [
     "EvalResult",
+    "History",
     "LoadedRun",
     "TrainConfig",
     "TrainSummary",

@@ -1,38 +1,59 @@
-"""Atomic writes and the checkpoint format of a run."""
+"""The checkpoint format of a run: writing it atomically, reading it safely.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: a file that holds anything but
+tensors and plain containers (a pickle payload) is refused before any of it runs.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..models.weights import CheckpointError
+from ..runtime.files import atomic_write, torch_load_weights_only
+
 CHECKPOINT_FORMAT = "resnetkit-checkpoint-1"
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)``, then rename over ``path``: a crash never leaves half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+EXPECTED = "a resnetkit run checkpoint (last.pt/best.pt written by `resnetkit train`)"
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     atomic_write(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp))
 
 
-def save_json(obj: Any, path: str | Path) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A run checkpoint as a dict; CheckpointError (naming the file and what was expected) otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist (expected {EXPECTED})")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes); expected {EXPECTED}. The run that wrote it was "
+                              "probably killed while writing it")
+    try:
+        state = torch_load_weights_only(path, EXPECTED)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not {EXPECTED}; for torchvision/timm weights use "
+            "create_model(name, checkpoint_path=...) or `resnetkit train --init FILE`"
+        )
+    missing = [k for k in ("model_name", "model_args", "classes", "input", "model") if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}; expected {EXPECTED}")
+    return state
+
+
+def checkpoint_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint serves with: the EMA of the weights when the run kept one, else the model's.
+
+    ``AveragedModel`` stores the averaged model under ``module.`` next to its counter.
+    """
+    ema = state.get("ema")
+    if ema is not None:
+        return {k[len("module."):]: v for k, v in ema.items() if k.startswith("module.")}
+    return state["model"]
 
 
 def save_weights_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:

@@ -21,10 +21,12 @@ from typing import Sequence
 import torch
 import yaml
 
+from ..data import input_spec_from_dict
 from ..models import model_stats
-from .checkpoint import save_json
+from ..runtime.files import save_json, save_text
 from .config import TrainConfig
-from .run import load_run, train
+from .inference import load_run
+from .training import train
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +34,16 @@ TABLE_COLUMNS = ("model", "params", "macs", "train_images_per_sec", "latency_ms"
                  "best_val_acc", "best_epoch", "epochs", "wall_minutes")
 
 
-def compare(models: Sequence[str], config: TrainConfig, out_dir: str | Path) -> list[dict]:
-    """Train every model in ``models`` under ``config`` (resuming where a run stopped), then report."""
+def compare(models: Sequence[str], config: TrainConfig, out_dir: str | Path, measure_latency: bool = True) -> list[dict]:
+    """Train every model in ``models`` under ``config`` (resuming where a run stopped), then report.
+
+    ``measure_latency=False`` leaves the batch-1 latency column empty (it loads every model).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not models:
         raise ValueError("compare needs at least one model (--models resnet20,plain20,...)")
-    (out / "compare.yaml").write_text(yaml.safe_dump({"models": list(models), "config": config.to_dict()}, sort_keys=False))
+    save_text(yaml.safe_dump({"models": list(models), "config": config.to_dict()}, sort_keys=False), out / "compare.yaml")
     for name in models:
         run_dir = out / name
         if (run_dir / "metrics.json").exists():
@@ -50,7 +55,7 @@ def compare(models: Sequence[str], config: TrainConfig, out_dir: str | Path) -> 
         else:
             log.info("%s: training", name)
             train(replace(config, model=name, out=str(run_dir)))
-    return report(out, models)
+    return report(out, models, measure_latency)
 
 
 def summarize_run(run_dir: Path, measure_latency: bool = True) -> dict:
@@ -60,8 +65,7 @@ def summarize_run(run_dir: Path, measure_latency: bool = True) -> dict:
     info = json.loads((run_dir / "data_config.json").read_text())
     loaded = load_run(run_dir, device="cpu") if measure_latency else None
     name = info["model"]
-    spec = info["input"]
-    input_size = _input_size(spec)
+    input_size = input_spec_from_dict(info["input"]).input_size
     args = {"num_classes": len(metrics["per_class"]), "in_chans": input_size[0]}
     stats = model_stats(name, input_size, **args)
     ips = [float(r["images_per_sec"]) for r in rows[1:]] or [float(rows[0]["images_per_sec"])]
@@ -79,12 +83,6 @@ def summarize_run(run_dir: Path, measure_latency: bool = True) -> dict:
         "wall_minutes": sum(float(r["seconds"]) + float(r.get("val_seconds") or 0) for r in rows) / 60,
         "history": [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in rows],
     }
-
-
-def _input_size(spec: dict) -> tuple[int, int, int]:
-    if "input_size" in spec:  # audio: (1, bands, frames)
-        return tuple(spec["input_size"])
-    return (spec["in_chans"], *spec["image_size"])
 
 
 def _latency_ms(loaded, input_size, repeats: int = 20) -> float:
@@ -122,8 +120,8 @@ def report(out_dir: str | Path, models: Sequence[str] | None = None, measure_lat
     writer = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS)
     writer.writeheader()
     writer.writerows(table)
-    (out / "compare.csv").write_text(buf.getvalue())
-    (out / "compare.md").write_text(format_markdown(table))
+    save_text(buf.getvalue(), out / "compare.csv")
+    save_text(format_markdown(table), out / "compare.md")
     plot_comparison_curves({r["model"]: r["history"] for r in rows}, out / "compare_curves.png")
     points = [{"name": r["model"], "x": r["params"], "y": r["best_val_acc"]} for r in rows]
     plot_scatter(points, out / "accuracy_vs_params.png", xlabel="parameters", ylabel="best validation accuracy")

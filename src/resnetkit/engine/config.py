@@ -1,18 +1,34 @@
-"""Training configuration: one dataclass, filled from defaults, a YAML recipe, then flags."""
+"""Training configuration: one dataclass, filled from defaults, a YAML recipe, then flags.
+
+Every field is checked when the config is built, so a bad value stops the run before any
+data is read, with a message that names the setting and what it allows.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 from dataclasses import dataclass, field, fields
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
+from ..data.audio_features import FEATURE_KINDS, FeatureConfig
+from ..data.audio_layouts import AUDIO_LAYOUTS, check_fsdd_split
+from ..data.audio_settings import feature_config_from
+from ..data.folders import ON_CORRUPT
+from ..runtime.device import PRECISIONS
+
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
-AMP_MODES = ("auto", "bf16", "fp16", "off")
-AUDIO_LAYOUTS = ("auto", "folders", "fsdd", "speech-commands")
+AMP_MODES = tuple(p for p in PRECISIONS if p != "fp32")  # auto, bf16, fp16, off
+MILESTONE_UNITS = ("epoch", "step")
+RECIPE_PACKAGE = "resnetkit.recipes"
+__all__ = ["AMP_MODES", "AUDIO_LAYOUTS", "FEATURE_KINDS", "MILESTONE_UNITS", "ON_CORRUPT", "OPTIMIZERS", "SCHEDULES",
+           "TrainConfig", "build_config", "load_recipe", "recipe_names"]
 
 
 @dataclass
@@ -23,20 +39,20 @@ class TrainConfig:
     model: str = "resnet20"
     model_args: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments
     data: str = "digits"
-    val_split: float | None = None  # fraction held out when the data has no validation split
-    img_size: int | None = None  # default: the data's own size when held in memory, else the model's
-    in_chans: int | None = None  # default: the data's (1 for digits/MNIST, 3 for colour images)
+    val_split: Optional[float] = None  # fraction held out when the data has no validation split
+    img_size: Optional[int] = None  # default: the data's own size when held in memory, else the model's
+    in_chans: Optional[int] = None  # default: the data's (1 for digits/MNIST and audio, 3 for colour images)
     on_corrupt: str = "skip"  # skip (named in the log) or stop at an unreadable file
-    augment: str = "auto"  # a preset (cifar, digits, imagenet, ...) or auto: chosen from the data
+    augment: str = "auto"  # a preset (cifar, digits, imagenet, speech, ...) or auto: chosen from the data
     augment_args: dict[str, Any] = field(default_factory=dict)  # preset fields to override
-    # Audio data (ignored for images).
-    audio: dict[str, Any] = field(default_factory=dict)  # FeatureConfig fields and audio augmentation overrides
+    # Audio data (ignored for images): the feature front end; None is FeatureConfig's defaults.
+    audio: Optional[FeatureConfig] = None
     audio_layout: str = "auto"  # auto, folders (class subfolders), fsdd, speech-commands
     fsdd_split: str = "official"  # official (indices 0-4 held out) or speakers:NAME[,NAME] (held-out speakers)
     # Optimization.
     epochs: int = 30
-    max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
-    time_budget_min: float | None = None  # wall-clock budget: epochs are cut to what fits after epoch 1
+    max_steps: Optional[int] = None  # stop after this many optimizer steps (overrides epochs)
+    time_budget_min: Optional[float] = None  # wall-clock budget: epochs are cut to what fits after epoch 1
     batch_size: int = 128
     optimizer: str = "sgd"
     lr: float = 0.1
@@ -44,73 +60,77 @@ class TrainConfig:
     nesterov: bool = False
     weight_decay: float = 5e-4  # not applied to norm and bias parameters
     schedule: str = "cosine"
-    warmup_epochs: float = 0.0  # linear warm-up from lr/warmup_div... to lr
+    warmup_epochs: float = 0.0  # linear warm-up to lr
     milestones: list[float] = field(default_factory=list)  # step schedule: where lr is multiplied by gamma
     milestone_unit: str = "epoch"  # epoch or step
     gamma: float = 0.1
     label_smoothing: float = 0.0
-    ema_decay: float | None = None  # e.g. 0.999; validation then uses the averaged weights
-    grad_clip: float | None = None  # max global gradient norm
+    ema_decay: Optional[float] = None  # e.g. 0.999; validation then uses the averaged weights
+    grad_clip: Optional[float] = None  # max global gradient norm
     # Speed.
     device: str = "auto"  # auto: CUDA when present, else CPU
-    amp: str = "auto"  # auto: bf16 on CPUs with native bf16 and on CUDA with bf16, fp16 on older GPUs
+    amp: str = "auto"  # auto: bf16 on CPUs with native bf16 and on CUDA with bf16, fp16 on older GPUs, else off
     channels_last: bool = True
     compile: bool = False
-    workers: int | None = None  # DataLoader workers for data on disk (default: CPU count, at most 8)
+    workers: Optional[int] = None  # DataLoader workers for data on disk (default: CPU count, at most 8)
     sync_bn: bool = False  # SyncBatchNorm across processes under torchrun
     # Reproducibility.
     seed: int = 0
     deterministic: bool = False
     # Output.
-    out: str | None = None  # run directory; default runs/<name>
-    name: str | None = None  # default: <model>-<data>-<time>
+    out: Optional[str] = None  # run directory; default runs/<name>
+    name: Optional[str] = None  # default: <model>-<data>-<time>
     quiet: bool = False
     eval_every: int = 1  # epochs between validations
 
     def __post_init__(self) -> None:
+        if isinstance(self.audio, dict):
+            self.audio = feature_config_from(self.audio)
         self.validate()
 
     def validate(self) -> None:
-        def choice(name: str, allowed) -> None:
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-
-        choice("optimizer", OPTIMIZERS)
-        choice("schedule", SCHEDULES)
-        choice("amp", AMP_MODES)
-        choice("on_corrupt", ("skip", "stop"))
-        choice("milestone_unit", ("epoch", "step"))
-        choice("audio_layout", AUDIO_LAYOUTS)
-        if not isinstance(self.fsdd_split, str) or not (
-            self.fsdd_split == "official"
-            or (self.fsdd_split.startswith("speakers:") and any(n.strip() for n in self.fsdd_split[9:].split(",")))
-        ):
-            raise ValueError(
-                f"fsdd_split must be 'official' or 'speakers:NAME[,NAME]' (e.g. speakers:george); got {self.fsdd_split!r}"
-            )
-        if not isinstance(self.audio, dict):
-            raise TypeError(f"audio must be a mapping of audio settings, got {type(self.audio).__name__}")
-        if self.audio:
-            # Imported here: the audio module imports the engine's batch helpers.
-            from ..data.audio_data import check_audio_settings
-
-            check_audio_settings(self.audio)
+        """Raise ValueError/TypeError naming the first setting that is not allowed."""
+        _choice(self, "optimizer", OPTIMIZERS)
+        _choice(self, "schedule", SCHEDULES)
+        _choice(self, "amp", AMP_MODES)
+        _choice(self, "on_corrupt", ON_CORRUPT)
+        _choice(self, "milestone_unit", MILESTONE_UNITS)
+        _choice(self, "audio_layout", AUDIO_LAYOUTS)
+        check_fsdd_split(self.fsdd_split)
+        for name in ("model", "data", "augment", "device"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise TypeError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
+        _device_spelling(self.device)
+        for name in ("model_args", "augment_args"):
+            if not isinstance(getattr(self, name), dict):
+                raise TypeError(f"{name} must be a mapping of settings, got {type(getattr(self, name)).__name__}")
+        if self.audio is not None and not isinstance(self.audio, FeatureConfig):
+            raise TypeError(f"audio must be a mapping of feature settings, got {type(self.audio).__name__}")
         for name in ("epochs", "batch_size", "eval_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.time_budget_min is not None and self.time_budget_min <= 0:
-            raise ValueError(f"time_budget_min must be > 0, got {self.time_budget_min}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0 or self.label_smoothing < 0 or self.label_smoothing >= 1:
-            raise ValueError("weight_decay must be >= 0 and label_smoothing in [0, 1)")
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
-        if self.val_split is not None and not 0 < self.val_split < 1:
-            raise ValueError(f"val_split must be in (0, 1), got {self.val_split}")
+            _integer(self, name, minimum=1)
+        _integer(self, "max_steps", minimum=1, optional=True)
+        _integer(self, "img_size", minimum=1, optional=True)
+        _integer(self, "in_chans", minimum=1, optional=True)
+        _integer(self, "workers", minimum=0, optional=True)
+        _integer(self, "seed", minimum=0)
+        _number(self, "lr", low=0, low_open=True)
+        _number(self, "momentum", low=0, high=1, high_open=True)
+        _number(self, "weight_decay", low=0)
+        _number(self, "warmup_epochs", low=0)
+        _number(self, "gamma", low=0, high=1, low_open=True)
+        _number(self, "label_smoothing", low=0, high=1, high_open=True)
+        _number(self, "time_budget_min", low=0, low_open=True, optional=True)
+        _number(self, "grad_clip", low=0, low_open=True, optional=True)
+        _number(self, "ema_decay", low=0, high=1, low_open=True, high_open=True, optional=True)
+        _number(self, "val_split", low=0, high=1, low_open=True, high_open=True, optional=True)
+        for name in ("nesterov", "channels_last", "compile", "sync_bn", "deterministic", "quiet"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.milestones, (list, tuple)):
+            raise TypeError(f"milestones must be a list of numbers, got {self.milestones!r}")
+        for m in self.milestones:
+            if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m < 0:
+                raise ValueError(f"milestones must be numbers >= 0, got {self.milestones!r}")
         if self.schedule == "step" and not self.milestones:
             raise ValueError("schedule 'step' needs milestones (e.g. milestones: [91, 136])")
 
@@ -119,36 +139,97 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
         if unknown:
-            import difflib
-
-            hints = [f"{u} (did you mean {', '.join(difflib.get_close_matches(u, known, 2))}?)"
-                     if difflib.get_close_matches(u, known, 2) else u for u in unknown]
+            hints = []
+            for u in unknown:
+                close = difflib.get_close_matches(u, known, 2)
+                hints.append(f"{u} (did you mean {', '.join(close)}?)" if close else u)
             raise ValueError(f"{source}: unknown key(s): {', '.join(hints)}")
         try:
             return cls(**values)
-        except TypeError as err:
-            raise ValueError(f"{source}: {err}") from None
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{source}: {err}") from None
 
 
-def load_recipe(path: str | Path) -> dict[str, Any]:
-    """Read a YAML recipe into a dict of TrainConfig fields (checked when the config is built)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe {path} does not exist")
+def _choice(config: TrainConfig, name: str, allowed) -> None:
+    value = getattr(config, name)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _device_spelling(device: str) -> None:
+    head, _, index = device.partition(":")
+    if head not in ("auto", "cpu", "cuda") or (index and (head != "cuda" or not index.isdigit())):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {device!r}")
+
+
+def _integer(config: TrainConfig, name: str, minimum: int, optional: bool = False) -> None:
+    value = getattr(config, name)
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _number(config: TrainConfig, name: str, low: float | None = None, high: float | None = None,
+            low_open: bool = False, high_open: bool = False, optional: bool = False) -> None:
+    value = getattr(config, name)
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if not math.isfinite(value) or below or above:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+        raise ValueError(f"{name} must be a finite number {' and '.join(p for p in (lo, hi) if p)}, got {value}")
+
+
+# -- recipes ----------------------------------------------------------------------------------------
+
+
+def recipe_names() -> list[str]:
+    """The recipes shipped in the package, addressable by name (``--recipe cifar10_resnet20_fast``)."""
+    return sorted(p.name[:-5] for p in resources.files(RECIPE_PACKAGE).iterdir() if p.name.endswith(".yaml"))
+
+
+def _find_recipe(recipe: str | Path) -> tuple[str, str]:
+    """(where it was found, its text): a file path, else a recipe shipped in the package by name."""
+    path = Path(recipe).expanduser()
+    if path.is_file():
+        return str(path), path.read_text()
+    # "recipes/cifar10_resnet20_fast.yaml" from another folder, or a bare name: the packaged recipe.
+    name = path.name[:-5] if path.name.endswith((".yaml", ".yml")) else path.name
+    name = name[:-4] if name.endswith(".yml") else name
+    packaged = resources.files(RECIPE_PACKAGE) / f"{name}.yaml"
+    if packaged.is_file():
+        return f"recipe {name}", packaged.read_text()
+    raise FileNotFoundError(f"recipe {recipe}: no such file, and not a packaged recipe ({', '.join(recipe_names())})")
+
+
+def load_recipe(recipe: str | Path) -> dict[str, Any]:
+    """Read a YAML recipe (a path or a packaged recipe's name) into a dict of TrainConfig fields."""
+    where, text = _find_recipe(recipe)
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
-        raise ValueError(f"recipe {path} is not valid YAML: {err}") from None
+        raise ValueError(f"{where} is not valid YAML: {err}") from None
     if not isinstance(values, dict):
-        raise ValueError(f"recipe {path} must be a mapping of settings, got {type(values).__name__}")
+        raise ValueError(f"{where} must be a mapping of settings, got {type(values).__name__}")
     return values
 
 
 def build_config(recipe: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults, then the recipe, then explicit overrides (the command line's flags)."""
+    """Defaults, then the recipe, then explicit overrides (the command line's flags).
+
+    Mappings (model_args, augment_args, audio) are merged key by key, so a flag changes one
+    setting of a recipe's mapping without dropping the others.
+    """
     values: dict[str, Any] = {}
     source = "command line"
     if recipe:
@@ -162,5 +243,5 @@ def build_config(recipe: str | Path | None = None, overrides: dict[str, Any] | N
     return TrainConfig.from_dict(values, source)
 
 
-def save_config(config: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+def config_yaml(config: TrainConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -163,9 +163,9 @@ class ClassificationMetrics:
     def reduce_across_processes(self) -> None:
         """Sum the state over all processes (a no-op unless torch.distributed is initialized).
 
-        A collective: every process must call it, once, after its last ``update``. Samples
-        that ``DistributedSampler`` repeats to pad the last batch are counted twice; use an
-        unpadded sampler when the numbers must be exact.
+        A collective: every process must call it, once, after its last ``update``. The
+        batch sources give each process a disjoint share of the samples (no padding), so
+        the sums count every sample once.
         """
         import torch.distributed as dist
 

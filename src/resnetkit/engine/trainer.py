@@ -3,35 +3,34 @@
 The trainer owns the run directory: it writes the configuration, checkpoints (atomically,
 so a crash never leaves half a file), metrics and plots, resumes exactly from its own
 checkpoints, turns Ctrl-C into a checkpoint and a clean exit, and stops on a non-finite
-loss without overwriting the last good checkpoint.
+loss without overwriting the last good checkpoint. It reads its data through the interface
+of :mod:`resnetkit.data` only, whatever kind of input that is.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import logging
 import math
 import random
 import signal
 import threading
 import time
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
 
-from ..data.augment import AugmentConfig
-from ..data.images import ImageData, ImageFiles
-from . import distributed
-from .batches import ImageInputSpec, InMemoryBatches, LoaderBatches, TensorBatches, loss_fn, soft_accuracy_hits
-from .checkpoint import check_writable, save_checkpoint, save_json, save_weights_safetensors
-from .config import TrainConfig, save_config
-from .metrics import ClassificationMetrics
+from ..data import BatchOptions, InputSpec, as_labelled_data
+from ..runtime import distributed
+from ..runtime.device import autocast, precision_name, resolve_device, resolve_precision
+from ..runtime.files import save_json, save_text
+from .checkpoint import check_writable, checkpoint_weights, read_checkpoint, save_checkpoint, save_weights_safetensors
+from .config import TrainConfig, config_yaml
+from .evaluation import EvalResult, evaluate_batches, loss_fn, soft_accuracy_hits
+from .history import History, write_metrics_csv
 from .optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -45,207 +44,19 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C (or ``request_stop``) after a checkpoint was written; the message says where."""
 
 
-# -- device and precision -----------------------------------------------------------------------
-
-
-def resolve_device(name: str = "auto", dist: distributed.DistInfo | None = None) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' asked for, but no CUDA GPU is available (use --device cpu or auto)")
-        if dist is not None and dist.enabled:
-            device = torch.device("cuda", dist.local_rank)
-    return device
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX-512 BF16 or AMX: bf16 matrix multiplies run at about twice the fp32 rate."""
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        fn = getattr(torch.cpu, probe, None) or getattr(torch._C, f"_cpu{probe}", None)
-        try:
-            if fn is not None and fn():
-                return True
-        except Exception:
-            continue
-    return False
-
-
-def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``mode`` (auto, bf16, fp16, off) on ``device``; None is fp32."""
-    if mode == "off":
-        return None
-    if mode == "bf16":
-        return torch.bfloat16
-    if mode == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return None
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def set_seed(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
-
-
-# -- input handling ------------------------------------------------------------------------------
-
-
-def model_input_spec(model: nn.Module, data: Any, img_size: int | None = None) -> ImageInputSpec:
-    """Normalization from the model's data config; size from ``img_size``, the data or the model.
-
-    Images held in memory keep their own size unless asked otherwise (CIFAR nets are fully
-    convolutional and 8x8 digits need no upsampling); files are resized to the model's
-    default input size.
-
-    Data that brings its own front end (audio) describes its input itself, through its
-    ``input_spec(model)`` method.
-    """
-    own_spec = getattr(data, "input_spec", None)
-    if callable(own_spec):
-        return own_spec(model)
-    config = getattr(model, "data_config", None)
-    in_chans = getattr(model, "in_chans", None) or (data.in_chans if hasattr(data, "in_chans") else 3)
-    if config is not None:
-        mean, std, crop_pct = config.mean, config.std, config.crop_pct
-        default_size = tuple(config.input_size[1:])
-    else:
-        mean, std, crop_pct, default_size = (0.5,) * in_chans, (0.25,) * in_chans, 1.0, (224, 224)
-    if img_size:
-        size = (img_size, img_size)
-    elif isinstance(data, ImageData):
-        size = data.image_size
-    else:
-        size = default_size
-    if len(mean) != in_chans:
-        mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
-    return ImageInputSpec(in_chans, tuple(size), tuple(mean), tuple(std), crop_pct if not isinstance(data, ImageData) else 1.0)
-
-
-def make_batches(
-    data: Any,
-    *,
-    spec: Any,
-    train: bool,
-    batch_size: int,
-    device: torch.device,
-    augment: AugmentConfig | None = None,
-    channels_last: bool = False,
-    seed: int = 0,
-    dist: distributed.DistInfo = distributed.DistInfo(),
-    workers: int = 2,
-    num_classes: int | None = None,
-    classes: Sequence[str] | None = None,
-):
-    """A batch source for ``data``: ImageData, ImageFiles, an ``(x, y)`` tensor pair or a source."""
-    common = dict(batch_size=batch_size, device=device, train=train, seed=seed, dist=dist)
-    if hasattr(data, "epoch") and hasattr(data, "num_samples"):
-        return data
-    if isinstance(data, ImageData):
-        if data.in_chans != spec.in_chans:
-            raise ValueError(f"{data.source}: images have {data.in_chans} channel(s), the model expects {spec.in_chans}")
-        return InMemoryBatches(data, spec, augment=augment, channels_last=channels_last, num_classes=num_classes, **common)
-    if isinstance(data, ImageFiles):
-        return LoaderBatches(data, spec, augment=augment, channels_last=channels_last, workers=workers,
-                             num_classes=num_classes, **common)
-    builder = getattr(data, "make_batches", None)
-    if builder is not None:  # audio data sets bring their own front end
-        return builder(spec=spec, augment=augment, channels_last=channels_last, num_classes=num_classes, **common)
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        return TensorBatches(data[0], data[1], classes=classes, channels_last=channels_last, **common)
-    raise TypeError(
-        f"unsupported data type {type(data).__name__}: pass ImageData, ImageFiles, an audio data set "
-        "or a tuple (inputs, labels) of tensors"
-    )
-
-
-# -- evaluation ---------------------------------------------------------------------------------
-
-
-@dataclass
-class EvalResult:
-    """``loss, accuracy, metrics = evaluate(...)``: loss and accuracy first, as Keras returns them."""
-
-    loss: float
-    accuracy: float
-    metrics: dict
-
-    def __iter__(self):
-        return iter((self.loss, self.accuracy, self.metrics))
-
-
-@torch.no_grad()
-def evaluate_batches(model: nn.Module, source, classes: Sequence[str], device: torch.device,
-                     amp_dtype: torch.dtype | None) -> dict:
-    """Metrics of ``model`` over one pass of ``source`` (summed across processes under DDP)."""
-    was_training = model.training
-    model.eval()
-    metrics = ClassificationMetrics(len(classes), device=device)
-    try:
-        for x, y in source.epoch(0):
-            with autocast(device, amp_dtype):
-                logits = model(x)
-            metrics.update(logits.float(), y, loss_fn(logits, y, reduction="sum"))
-    finally:
-        model.train(was_training)
-    metrics.reduce_across_processes()
-    return metrics.compute(list(classes))
-
-
-def evaluate(
-    model: nn.Module,
-    data: Any,
-    *,
-    batch_size: int = 256,
-    device: str | torch.device = "auto",
-    amp: str = "auto",
-    classes: Sequence[str] | None = None,
-    input_spec: ImageInputSpec | None = None,
-    channels_last: bool = True,
-) -> EvalResult:
-    """Loss, accuracy and the full metrics of ``model`` on ``data`` (Keras' ``model.evaluate``)."""
-    device = resolve_device(device) if isinstance(device, str) else device
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    spec = input_spec or model_input_spec(model, data)
-    classes = list(classes or getattr(data, "classes", None) or [])
-    source = make_batches(data, spec=spec, train=False, batch_size=batch_size, device=device,
-                          channels_last=channels_last, classes=classes or None)
-    classes = classes or list(source.classes)
-    m = evaluate_batches(model, source, classes, device, resolve_amp(amp, device))
-    return EvalResult(m["loss"], m["top1"], m)
-
-
-# -- the trainer --------------------------------------------------------------------------------
-
-
 class Trainer:
     """Train ``model`` on ``train_data``, validating on ``val_data`` after each epoch.
 
     Args:
         model: any resnetkit model (or nn.Module producing logits).
-        train_data, val_data: ImageData / ImageFiles (from :mod:`resnetkit.data.images`), an
-            audio data set, or ``(inputs, labels)`` tensors.
+        train_data, val_data: labelled data of any kind (:class:`resnetkit.data.LabelledData`:
+            images, audio, ...) or ``(inputs, labels)`` tensors.
         config: a :class:`TrainConfig` (its model/data fields are ignored here: the objects
             are passed in).
         run_dir: where checkpoints, metrics and plots go (None writes nothing).
         classes: class names (default: the data's).
+        input_spec: how raw inputs become model input (default: the training data's for ``model``).
+        augment: the data's augmentation settings (default: ``config.augment`` with ``config.augment_args``).
         callbacks: objects with optional ``on_step_end(trainer)`` / ``on_epoch_end(trainer, row)``.
     """
 
@@ -254,43 +65,42 @@ class Trainer:
         model: nn.Module,
         train_data: Any,
         val_data: Any = None,
-        config: TrainConfig | None = None,
+        config: Optional[TrainConfig] = None,
         *,
         run_dir: str | Path | None = None,
-        classes: Sequence[str] | None = None,
-        input_spec: Any = None,
-        augment: AugmentConfig | None = None,
+        classes: Optional[Sequence[str]] = None,
+        input_spec: Optional[InputSpec] = None,
+        augment: Any = None,
         callbacks: Sequence[Any] = (),
-        model_args: dict | None = None,
+        model_args: Optional[dict] = None,
     ) -> None:
         self.config = config or TrainConfig()
         cfg = self.config
         self.dist = distributed.current()
         self.device = resolve_device(cfg.device, self.dist)
-        self.amp_dtype = resolve_amp(cfg.amp, self.device)
+        self.dtype = resolve_precision(cfg.amp, self.device)
         self.run_dir = Path(run_dir) if run_dir else None
         if self.run_dir and self.dist.is_main:
             check_writable(self.run_dir)
         self.callbacks = list(callbacks)
-        self.classes = list(classes or getattr(train_data, "classes", None) or [])
+        self.train_data = as_labelled_data(train_data, classes)
+        self.val_data = as_labelled_data(val_data, classes) if val_data is not None else None
+        self.classes = list(classes or self.train_data.classes)
         self.model_args = dict(model_args or cfg.model_args)
 
         model = model.to(self.device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model  # the plain module: checkpoints, EMA and evaluation use it
-        self.input_spec = input_spec or model_input_spec(model, train_data, cfg.img_size)
-        self.augment = augment
-        # Data that can draw examples of itself (audio: spectrograms.png) does so in the final report.
-        self._write_examples = getattr(train_data, "write_examples", None)
+        self.input_spec = input_spec or self.train_data.input_spec(model, cfg.img_size)
+        self.augment = augment if augment is not None else self.train_data.augment_config(cfg.augment, cfg.augment_args)
         workers = cfg.workers if cfg.workers is not None else min(8, torch.get_num_threads())
-        common = dict(spec=self.input_spec, batch_size=cfg.batch_size, device=self.device,
-                      channels_last=cfg.channels_last, seed=cfg.seed, dist=self.dist, workers=workers,
-                      classes=self.classes or None)
         num_classes = len(self.classes) or getattr(model, "num_classes", None)
-        self.train_batches = make_batches(train_data, train=True, augment=augment, num_classes=num_classes, **common)
-        self.classes = self.classes or list(self.train_batches.classes)
-        self.val_batches = make_batches(val_data, train=False, **common) if val_data is not None else None
+        common = dict(batch_size=cfg.batch_size, device=self.device, channels_last=cfg.channels_last, seed=cfg.seed,
+                      dist=self.dist, workers=workers, num_classes=num_classes)
+        self.train_batches = self.train_data.batches(self.input_spec, BatchOptions(train=True, augment=self.augment, **common))
+        self.val_batches = (self.val_data.batches(self.input_spec, BatchOptions(train=False, **common))
+                            if self.val_data is not None else None)
 
         self.steps_per_epoch = len(self.train_batches)
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
@@ -300,7 +110,7 @@ class Trainer:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, lambda: self.total_steps, self.steps_per_epoch, cfg)
-        fp16_cuda = self.amp_dtype == torch.float16 and self.device.type == "cuda"
+        fp16_cuda = self.dtype == torch.float16 and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16_cuda)
         self.ema = None
         if cfg.ema_decay:
@@ -321,19 +131,20 @@ class Trainer:
         self.global_step = 0
         self.best_acc = -1.0
         self.best_epoch = None
-        self.history: list[dict] = []
+        self.history = History()
         self._partial = torch.zeros(3, dtype=torch.float64)  # loss sum, hits, samples of an interrupted epoch
         self._partial_seconds = 0.0
         self._stop_requested = False
-        self._best_weights: dict | None = None
+        self._best_weights: Optional[dict] = None
 
     # -- public API ------------------------------------------------------------------------------
     def request_stop(self) -> None:
         """Finish the current step, write a checkpoint, then raise TrainingInterrupted."""
         self._stop_requested = True
 
-    def fit(self) -> list[dict]:
-        """Train to the configured epochs or steps; returns the history (one dict per epoch)."""
+    def fit(self) -> History:
+        """Train to the configured epochs or steps; returns the history (one dict per epoch, and
+        Keras' ``history.history[metric]``)."""
         cfg = self.config
         if self.run_dir and self.dist.is_main:
             self._write_run_info()
@@ -363,12 +174,15 @@ class Trainer:
 
     def evaluate(self, data: Any = None) -> EvalResult:
         """Loss, accuracy and metrics of the trained model (EMA weights if used) on ``data``."""
-        source = self.val_batches if data is None else make_batches(
-            data, spec=self.input_spec, train=False, batch_size=self.config.batch_size, device=self.device,
-            channels_last=self.config.channels_last, dist=self.dist, classes=self.classes)
-        if source is None:
-            raise ValueError("no validation data: pass data to evaluate()")
-        m = evaluate_batches(self.eval_model, source, self.classes, self.device, self.amp_dtype)
+        if data is None:
+            source = self.val_batches
+            if source is None:
+                raise ValueError("no validation data: pass data to evaluate()")
+        else:
+            options = BatchOptions(train=False, batch_size=self.config.batch_size, device=self.device,
+                                   channels_last=self.config.channels_last, dist=self.dist)
+            source = as_labelled_data(data, self.classes).batches(self.input_spec, options)
+        m = evaluate_batches(self.eval_model, source, self.classes, self.device, self.dtype)
         return EvalResult(m["loss"], m["top1"], m)
 
     @property
@@ -392,7 +206,7 @@ class Trainer:
         for i, (x, y) in enumerate(self.train_batches.epoch(epoch, start)):
             if i >= remaining:
                 break
-            with autocast(self.device, self.amp_dtype):
+            with autocast(self.device, self.dtype):
                 logits = model(x)
             loss = loss_fn(logits, y, cfg.label_smoothing)
             finite &= torch.isfinite(loss)
@@ -456,7 +270,7 @@ class Trainer:
         last = self.global_step >= self.total_steps
         if self.val_batches is not None and (self.epoch % cfg.eval_every == 0 or last):
             t_val = time.perf_counter()
-            m = evaluate_batches(self.eval_model, self.val_batches, self.classes, self.device, self.amp_dtype)
+            m = evaluate_batches(self.eval_model, self.val_batches, self.classes, self.device, self.dtype)
             row.update(val_loss=m["loss"], val_acc=m["top1"], val_top5=m["top5"], val_seconds=time.perf_counter() - t_val)
         return row
 
@@ -586,14 +400,14 @@ class Trainer:
         self._partial_seconds = state["partial_seconds"]
         self.best_acc = state["best_acc"]
         self.best_epoch = state["best_epoch"]
-        self.history = list(state["history"])
+        self.history = History(state["history"])
 
     def _save_checkpoint(self, name: str) -> None:
         if self.run_dir and self.dist.is_main:
             save_checkpoint(self.checkpoint_state(), self.run_dir / name)
 
     def _write_run_info(self) -> None:
-        save_config(self.config, self.run_dir / "config.yaml")
+        save_text(config_yaml(self.config), self.run_dir / "config.yaml")
         save_json(self.classes, self.run_dir / "classes.json")
         info = {"model": getattr(self.model, "model_name", None), "input": self.input_spec.to_dict()}
         if getattr(self.model, "data_config", None) is not None:
@@ -602,7 +416,7 @@ class Trainer:
             info["augment"] = self.augment.to_dict()
         info["world_size"] = self.dist.world_size
         info["device"] = str(self.device)
-        info["amp"] = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32"
+        info["amp"] = precision_name(self.dtype)
         save_json(info, self.run_dir / "data_config.json")
 
     def _save_epoch_outputs(self, row: dict) -> None:
@@ -629,22 +443,20 @@ class Trainer:
         if self.best_epoch is not None and self.best_epoch != self.epoch:
             weights = self._best_weights
             if weights is None:  # resumed after the best epoch: read it back from disk
-                state = torch.load(self.run_dir / "best.pt", map_location="cpu", weights_only=True)
-                weights = state["model"]
-                if state.get("ema") is not None:
-                    weights = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+                weights = checkpoint_weights(read_checkpoint(self.run_dir / "best.pt"))
             model = copy.deepcopy(self.eval_model)
             model.load_state_dict(weights)
-        m = evaluate_batches(model, self.val_batches, self.classes, self.device, self.amp_dtype)
+        m = evaluate_batches(model, self.val_batches, self.classes, self.device, self.dtype)
         m["epoch"] = self.best_epoch
         return m
 
     def _write_final_report(self, metrics: dict | None) -> None:
-        from ..report.plots import plot_confusion, plot_curves
+        from ..report.plots import plot_confusion, plot_curves, plot_preview
 
         plot_curves(self.history, self.run_dir / "curves.png", title=getattr(self.model, "model_name", None))
-        if callable(self._write_examples):
-            self._write_examples(self.run_dir)
+        preview = self.train_data.preview()
+        if preview is not None:
+            plot_preview(preview, self.run_dir / preview.filename)
         if metrics is not None:
             save_json(metrics, self.run_dir / "metrics.json")
             plot_confusion(metrics["confusion_matrix"], self.classes, self.run_dir / "confusion.png")
@@ -657,16 +469,3 @@ def _as_tuple(value):
     return value
 
 
-METRIC_COLUMNS = ("epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr",
-                  "images_per_sec", "seconds", "val_seconds")
-
-
-def write_metrics_csv(history: list[dict], path: Path) -> None:
-    from .checkpoint import atomic_write
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_COLUMNS})
-    atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))

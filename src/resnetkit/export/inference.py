@@ -9,11 +9,12 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..runtime.device import resolve_precision
 from .folding import fold_batchnorm
 
 log = logging.getLogger(__name__)
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16", "off"]
 
 
 class InferenceModule(nn.Module):
@@ -45,22 +46,6 @@ class InferenceModule(nn.Module):
         return self.description
 
 
-def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
-    from ..engine.trainer import cpu_has_native_bf16
-
-    if precision == "fp32":
-        return torch.float32
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if precision != "auto":
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16; got {precision!r}")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
-
-
 def optimize_for_inference(
     model: nn.Module,
     *,
@@ -68,14 +53,14 @@ def optimize_for_inference(
     device: str | torch.device | None = None,
     channels_last: bool = True,
     fold_bn: bool = True,
-    compile: bool | str = "auto",
+    compile: bool = True,
 ) -> InferenceModule:
     """Return the fastest correct inference version of ``model`` for the current device.
 
     Steps: a copy in eval mode; Conv+BN folding; channels-last memory format; weights in
     the fastest precision the device computes natively (bf16 on CPUs with AVX-512 BF16/AMX
     and on recent GPUs, fp16 on older GPUs, fp32 otherwise; ``precision="fp32"`` keeps
-    full precision); and ``torch.compile`` (``compile="auto"``), which paid on every device
+    full precision, as does ``"off"``); and ``torch.compile``, which paid on every device
     measured: on the 2-core development CPU, ResNet-50 at batch 16 went from 2.90x to 3.24x
     torchvision's eager fp32 call in bf16 and from 1.43x to 1.58x in fp32, for 8-12 s of
     compilation (BENCHMARKS.md). Pass ``compile=False`` for one-off calls on few inputs. The
@@ -100,8 +85,6 @@ def optimize_for_inference(
     steps.append(str(dtype).replace("torch.", ""))
     for p in optimized.parameters():
         p.requires_grad_(False)
-    if compile == "auto":
-        compile = True
     if compile:
         optimized = torch.compile(optimized)
         steps.append("torch.compile")

@@ -3,8 +3,8 @@
 Figures are drawn with ``matplotlib.figure.Figure`` on a ``FigureCanvasAgg``, never through
 pyplot: pyplot keeps global figure and backend state, which leaks memory in long runs,
 breaks in threads and needs a display unless the backend is forced. Each file is written
-to a temporary file beside its destination and renamed over it, so a reader (a dashboard,
-a half-finished sync) never sees a truncated PNG.
+atomically (:func:`resnetkit.runtime.files.atomic_write`), so a reader (a dashboard, a
+half-finished sync) never sees a truncated PNG.
 
 Every function returns the :class:`~pathlib.Path` it wrote and creates missing folders.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -22,6 +21,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+from ..runtime.files import atomic_write
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -48,20 +49,8 @@ def _save(fig: Figure, path: PathLike) -> Path:
     """Render ``fig`` to ``path`` as PNG atomically, then release its artists."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target: os.replace is atomic only within one file system.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=DPI)
-        # mkstemp creates the file 0600; a plot should be readable like any other output.
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
+        atomic_write(target, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
     finally:
         # Without pyplot there is no figure manager to close; clearing drops the artists
         # (and their image buffers) even if the caller keeps a reference by accident.
@@ -312,6 +301,43 @@ def plot_spectrograms(
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_images(images: Any, labels: Sequence[str], path: PathLike, ncols: int = 5, title: Optional[str] = None) -> Path:
+    """Grid of images, (N, C, H, W) floats in [0, 1] with C 1 or 3, each titled with its label (at most 16)."""
+    _check_path(path)
+    if hasattr(images, "detach"):
+        images = images.detach().float().cpu().numpy()
+    array = np.asarray(images, dtype=np.float32)
+    if array.ndim != 4 or array.shape[1] not in (1, 3) or 0 in array.shape:
+        raise ValueError(f"images must have shape (N, 1 or 3, H, W), got {array.shape}")
+    if len(labels) != array.shape[0]:
+        raise ValueError(f"labels must have one entry per image ({array.shape[0]}), got {len(labels)}")
+    count = min(array.shape[0], MAX_SPECTROGRAMS)
+    cols = min(ncols, count)
+    rows = math.ceil(count / cols)
+    fig = _new_figure(1.9 * cols, 2.1 * rows + (0.4 if title else 0.0))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for index, ax in enumerate(axes):
+        ax.set_axis_off()
+        if index >= count:
+            continue
+        image = np.clip(array[index].transpose(1, 2, 0), 0.0, 1.0)
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None,
+                  vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(str(labels[index]), fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_preview(preview: Any, path: PathLike) -> Path:
+    """A data set's :class:`~resnetkit.data.interface.Preview`: an image grid or a spectrogram grid."""
+    if preview.style == "spectrogram":
+        return plot_spectrograms(preview.samples, preview.labels, path, ncols=5, title=preview.title or None)
+    if preview.style == "image":
+        return plot_images(preview.samples, preview.labels, path, title=preview.title or None)
+    raise ValueError(f"unknown preview style {preview.style!r}; expected image or spectrogram")
 
 
 # --------------------------------------------------------------------------------------

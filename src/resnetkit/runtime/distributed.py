@@ -1,4 +1,4 @@
-"""torchrun support: process group set-up, rank queries and metric reduction."""
+"""torchrun support: process group set-up, rank queries and reductions across processes."""
 
 from __future__ import annotations
 

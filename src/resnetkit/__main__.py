@@ -1,0 +1,7 @@
+"""``python -m resnetkit``: the ``resnetkit`` command."""
+
+import sys
+
+from resnetkit.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,146 @@
+"""Reading one image into a uint8 tensor, whatever the file (or upload) holds.
+
+Pillow decodes (torchvision.io's decoders are deprecated since 0.29). Three things a naive
+``Image.open(path).convert("RGB")`` gets wrong are handled here:
+
+- 16-bit images (PNG, TIFF) are scaled to 8 bits; ``convert`` would clip every value above
+  255 to white.
+- Images above :data:`MAX_IMAGE_PIXELS` pixels are refused before they are decoded (a small
+  file can expand to gigabytes: a decompression bomb). Set ``RESNETKIT_MAX_IMAGE_PIXELS`` to
+  raise the limit.
+- A truncated file raises instead of coming back half gray (Pillow's LOAD_TRUNCATED_IMAGES
+  stays off).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+# Pillow's own default (about 89 million pixels, a 9459x9459 image): above it a file is refused.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+
+
+class ImageDataError(ValueError):
+    """Bad image data (empty folder, unreadable file, unknown class); the message names it."""
+
+
+def max_image_pixels() -> int:
+    value = os.environ.get("RESNETKIT_MAX_IMAGE_PIXELS")
+    if not value:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        limit = int(value)
+    except ValueError:
+        raise ImageDataError(f"RESNETKIT_MAX_IMAGE_PIXELS must be a whole number of pixels, got {value!r}") from None
+    if limit < 1:
+        raise ImageDataError(f"RESNETKIT_MAX_IMAGE_PIXELS must be >= 1, got {limit}")
+    return limit
+
+
+def read_image(source: str | Path | bytes | BinaryIO, in_chans: int = 3, name: str | None = None) -> torch.Tensor:
+    """Decode one image to uint8 (C, H, W) with ``in_chans`` 1 (gray) or 3 (RGB).
+
+    ``source`` is a path, the file's bytes, or a binary file object (an upload, decoded in
+    memory). Raises :class:`ImageDataError` naming ``name`` (default: the path) for an
+    empty, unreadable, truncated or too large file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if in_chans not in (1, 3):
+        raise ValueError(f"in_chans must be 1 or 3 to read an image file, got {in_chans}")
+    if isinstance(source, (str, Path)):
+        name = name or str(source)
+        try:
+            if os.path.getsize(source) == 0:
+                raise ImageDataError(f"{name}: empty file (0 bytes), expected an image")
+        except OSError as err:
+            raise ImageDataError(f"{name}: cannot read ({err.strerror or err})") from None
+    else:
+        name = name or "upload"
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            if len(source) == 0:
+                raise ImageDataError(f"{name}: empty file (0 bytes), expected an image")
+            source = io.BytesIO(source)
+    limit = max_image_pixels()
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns between its limit and twice it, and raises above; both are refusals here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as img:
+                width, height = img.size
+                if width * height > limit:
+                    raise ImageDataError(_too_large(name, width, height, limit))
+                array = _to_array(img, in_chans)
+    except ImageDataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageDataError(f"{name}: {err} (limit {limit:,} pixels; RESNETKIT_MAX_IMAGE_PIXELS raises it)") from None
+    except UnidentifiedImageError:
+        raise ImageDataError(f"{name}: not an image file Pillow can read; expected JPEG, PNG, WebP, GIF, BMP or TIFF") from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as err:
+        raise ImageDataError(f"{name}: corrupt or truncated image ({type(err).__name__}: {err})") from None
+    tensor = torch.from_numpy(array)
+    return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def _too_large(name: str, width: int, height: int, limit: int) -> str:
+    return (f"{name}: {width}x{height} = {width * height:,} pixels, above the limit of {limit:,} pixels "
+            "(a guard against decompression bombs); downscale the file or set RESNETKIT_MAX_IMAGE_PIXELS")
+
+
+def _to_array(img, in_chans: int) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3) from any Pillow mode, scaling 16- and 32-bit data instead of clipping it."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        wide = np.asarray(img, dtype=np.float64)
+        # 16-bit data (all PNG/TIFF 16-bit gray) spans 0..65535; "I" images holding 8-bit values stay as they are.
+        top = 65535.0 if img.mode.startswith("I;16") or wide.max(initial=0) > 255 else 255.0
+        gray = np.clip(np.rint(wide * (255.0 / top)), 0, 255).astype(np.uint8)
+        return gray if in_chans == 1 else np.repeat(gray[..., None], 3, axis=2)
+    if img.mode == "F":
+        wide = np.asarray(img, dtype=np.float64)
+        top = 1.0 if wide.max(initial=0) <= 1.0 else 255.0  # float images are [0, 1] or [0, 255]
+        gray = np.clip(np.rint(np.nan_to_num(wide) * (255.0 / top)), 0, 255).astype(np.uint8)
+        return gray if in_chans == 1 else np.repeat(gray[..., None], 3, axis=2)
+    return np.array(img.convert("L" if in_chans == 1 else "RGB"), dtype=np.uint8)
+
+
+def to_uint8_image(item: Any, in_chans: int) -> tuple[str, torch.Tensor]:
+    """A path, bytes, a file object, a PIL image or a tensor as uint8 (C, H, W) with ``in_chans`` channels.
+
+    Float tensors are taken as [0, 1] images. Raises ImageDataError for unreadable files and
+    ValueError/TypeError for in-memory inputs of the wrong shape or type.
+    """
+    if isinstance(item, (str, Path)):
+        return str(item), read_image(item, in_chans)
+    if isinstance(item, (bytes, bytearray, memoryview, io.IOBase)):
+        return "upload", read_image(item, in_chans)
+    if isinstance(item, torch.Tensor):
+        t = item[None] if item.ndim == 2 else item
+        if t.ndim != 3:
+            raise ValueError(f"an image tensor must be (C, H, W) or (H, W), got shape {tuple(item.shape)}")
+        if t.dtype != torch.uint8:
+            t = (t.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        if t.shape[0] != in_chans:
+            if t.shape[0] == 3 and in_chans == 1:
+                t = t.float().mean(0, keepdim=True).round().to(torch.uint8)
+            elif t.shape[0] == 1:
+                t = t.expand(in_chans, -1, -1)
+            else:
+                raise ValueError(f"image tensor has {t.shape[0]} channels, the model expects {in_chans}")
+        return "tensor", t.contiguous()
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover
+        Image = None
+    if Image is not None and isinstance(item, Image.Image):
+        t = torch.from_numpy(_to_array(item, in_chans))
+        return "PIL image", (t[None] if t.ndim == 2 else t.permute(2, 0, 1)).contiguous()
+    raise TypeError(f"cannot read {type(item).__name__} as an image: pass file paths, bytes, PIL images or tensors")

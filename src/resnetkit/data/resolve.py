@@ -1,0 +1,55 @@
+"""``--data`` to data: which kind of input a name or folder is, and the held-out data of a trained model.
+
+Each kind of input registers a :class:`DataKind`; the first kind that claims a ``--data``
+value resolves it, and images take whatever no other kind claims. A trained model's
+evaluation data is read by the kind its input spec names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .audio_layouts import is_audio_source, load_audio_eval_data, resolve_audio_data
+from .images import load_image_eval_data, resolve_image_request
+from .interface import DataRequest, DataSplits, InputSpec, LabelledData
+
+
+@dataclass(frozen=True)
+class DataKind:
+    """How one kind of input is found and read."""
+
+    name: str  # the InputSpec kind it produces
+    claims: Callable[[str], bool]  # is this --data value of this kind?
+    resolve: Callable[[DataRequest], DataSplits]
+    load_eval: Callable[[InputSpec, str, str], LabelledData]  # (spec, path, on_corrupt) -> held-out data
+
+
+_KINDS: list[DataKind] = [
+    DataKind("audio", is_audio_source, resolve_audio_data, load_audio_eval_data),
+    DataKind("image", lambda data: True, resolve_image_request, load_image_eval_data),
+]
+
+
+def register_data_kind(kind: DataKind) -> None:
+    """Add a kind of input; it is asked before the built-in ones (images claim everything)."""
+    _KINDS[:] = [k for k in _KINDS if k.name != kind.name]
+    _KINDS.insert(0, kind)
+
+
+def data_kind(name: str) -> DataKind:
+    for kind in _KINDS:
+        if kind.name == name:
+            return kind
+    raise ValueError(f"no data kind {name!r}; known: {', '.join(k.name for k in _KINDS)}")
+
+
+def resolve_data(request: DataRequest) -> DataSplits:
+    """The training and validation data (or, ``for_evaluation``, the held-out data) ``request`` names."""
+    kind = next(k for k in _KINDS if k.claims(request.data))
+    return kind.resolve(request)
+
+
+def load_eval_data(spec: InputSpec, path: str, on_corrupt: str = "skip") -> LabelledData:
+    """The held-out part of ``path``, read for a model trained with ``spec``."""
+    return data_kind(spec.kind).load_eval(spec, path, on_corrupt)

@@ -1,0 +1,83 @@
+"""Evaluation: loss, accuracy and the full metrics of a model on labelled data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..data import BatchOptions, InputSpec, as_labelled_data
+from ..data.batching import BatchSource
+from ..runtime.device import autocast, resolve_device, resolve_precision
+from .metrics import ClassificationMetrics
+
+
+def loss_fn(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0, reduction: str = "mean") -> torch.Tensor:
+    # cross_entropy takes class indices or (mixup/cutmix) probabilities alike.
+    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing, reduction=reduction)
+
+
+def soft_accuracy_hits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Correct top-1 predictions; with mixed (soft) targets the dominant class counts."""
+    hard = targets.argmax(1) if targets.ndim == 2 else targets
+    return (logits.argmax(1) == hard).sum()
+
+
+@dataclass
+class EvalResult:
+    """``loss, accuracy = evaluate(...)``, as Keras' ``model.evaluate`` returns them; every metric in ``.metrics``."""
+
+    loss: Optional[float]
+    accuracy: float
+    metrics: dict
+
+    def __iter__(self):
+        return iter((self.loss, self.accuracy))
+
+
+@torch.no_grad()
+def evaluate_batches(model: nn.Module, source: BatchSource, classes: Sequence[str], device: torch.device,
+                     dtype: torch.dtype = torch.float32) -> dict:
+    """Metrics of ``model`` over one pass of ``source`` (summed across processes under DDP)."""
+    was_training = model.training
+    model.eval()
+    metrics = ClassificationMetrics(len(classes), device=device)
+    try:
+        for x, y in source.epoch(0):
+            with autocast(device, dtype):
+                logits = model(x)
+            metrics.update(logits.float(), y, loss_fn(logits, y, reduction="sum"))
+    finally:
+        model.train(was_training)
+    metrics.reduce_across_processes()
+    return metrics.compute(list(classes))
+
+
+def evaluate(
+    model: nn.Module,
+    data: Any,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+    amp: str = "auto",
+    classes: Optional[Sequence[str]] = None,
+    input_spec: Optional[InputSpec] = None,
+    channels_last: bool = True,
+) -> EvalResult:
+    """Loss, accuracy and the full metrics of ``model`` on ``data`` (Keras' ``model.evaluate``).
+
+    ``data`` is any labelled data of :mod:`resnetkit.data` or an ``(inputs, labels)`` pair.
+    """
+    device = resolve_device(device)
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    data = as_labelled_data(data, classes)
+    spec = input_spec or data.input_spec(model)
+    classes = list(classes or data.classes)
+    options = BatchOptions(train=False, batch_size=batch_size, device=device, channels_last=channels_last)
+    m = evaluate_batches(model, data.batches(spec, options), classes, device, resolve_precision(amp, device))
+    return EvalResult(m["loss"], m["top1"], m)

@@ -1,0 +1,143 @@
+"""A trained run, loaded for inference: ``load_run(path).predict(...)`` and ``.evaluate(...)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from ..data import InputSpec, LabelledData, input_spec_from_dict, load_eval_data
+from ..models import create_model
+from ..models.weights import CheckpointError
+from ..runtime.device import resolve_device
+from .checkpoint import checkpoint_weights, read_checkpoint
+from .evaluation import EvalResult, evaluate
+
+# How many inputs predict prepares and runs at a time.
+PREDICT_CHUNK = 64
+
+
+@dataclass
+class LoadedRun:
+    """A trained model with its classes and input pipeline, ready for evaluate and predict."""
+
+    model: nn.Module
+    classes: list[str]
+    input_spec: InputSpec
+    model_name: str
+    path: Path
+    device: torch.device
+    _inference_models: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def kind(self) -> str:
+        return self.input_spec.kind
+
+    def inference_model(self, amp: str = "auto") -> nn.Module:
+        """The run's model through optimize_for_inference (``amp="off"``: plain fp32), built once per precision.
+
+        No torch.compile: evaluate and predict run once, and compilation would cost more
+        than it saves on a few thousand inputs.
+        """
+        if amp not in self._inference_models:
+            from ..export import optimize_for_inference
+
+            self._inference_models[amp] = optimize_for_inference(self.model, precision=amp, device=self.device,
+                                                                 compile=False)
+        return self._inference_models[amp]
+
+    def load_eval_data(self, path: str, on_corrupt: str = "skip") -> LabelledData:
+        """The held-out part of ``path`` (its test/ or val/ split, or all of it), read as the run was trained."""
+        return load_eval_data(self.input_spec, str(path), on_corrupt)
+
+    def evaluate(self, data: Any, batch_size: int = 256, amp: str = "auto") -> EvalResult:
+        """Evaluate on ``data`` (a path, a data set name or loaded data), classes matched by name."""
+        if isinstance(data, (str, Path)):
+            data = self.load_eval_data(str(data))
+        if isinstance(data, LabelledData) and list(data.classes) != list(self.classes):
+            data = data.remap_classes(self.classes)
+        # The optimized module carries its own precision; autocast stays off around it.
+        return evaluate(self.inference_model(amp), data, batch_size=batch_size, device=self.device, amp="off",
+                        classes=self.classes, input_spec=self.input_spec)
+
+    @torch.no_grad()
+    def predict(self, inputs: Any, top_k: int = 5, amp: str = "auto") -> list[dict]:
+        """Top-k classes for files, folders, uploads (bytes) or in-memory samples (PIL images, tensors)."""
+        items = list(expand_inputs(inputs, self.input_spec))
+        if not items:
+            raise ValueError(f"nothing to predict: no {self.kind} files among the inputs")
+        k = max(1, min(top_k, len(self.classes)))
+        model = self.inference_model(amp)
+        results = []
+        for start in range(0, len(items), PREDICT_CHUNK):
+            prepared = self.input_spec.prepare(items[start : start + PREDICT_CHUNK], self.device)
+            probs = model(prepared.batch).float().softmax(1).cpu() if prepared.batch is not None else None
+            row = 0
+            for name, error in zip(prepared.names, prepared.errors):
+                if error:
+                    results.append({"source": name, "error": error})
+                    continue
+                p, idx = probs[row].topk(k)
+                row += 1
+                results.append({"source": name, "top_k": [
+                    {"class": self.classes[i], "index": int(i), "probability": float(v)} for v, i in zip(p, idx)
+                ]})
+        return results
+
+
+def expand_inputs(inputs: Any, spec: InputSpec) -> Iterable:
+    """Single items and folders (their files of the spec's kind, sorted) as one stream of items."""
+    if isinstance(inputs, (str, Path, torch.Tensor, bytes)) or not isinstance(inputs, Iterable):
+        inputs = [inputs]
+    exts = spec.file_extensions
+    for item in inputs:
+        if isinstance(item, torch.Tensor) and item.ndim == len(spec.input_size) + 1:
+            yield from item  # a batch
+        elif isinstance(item, (str, Path)) and Path(item).is_dir():
+            files = sorted(p for p in Path(item).rglob("*") if p.is_file() and p.suffix.lower() in exts)
+            if not files:
+                raise ValueError(f"folder {item} has no {spec.kind} files (expected {', '.join(exts)})")
+            yield from files
+        elif isinstance(item, (str, Path)) and not Path(item).exists():
+            raise FileNotFoundError(f"{item}: no such file or folder")
+        else:
+            yield item
+
+
+def find_checkpoint(path: str | Path, weights: str = "best") -> Path:
+    """The checkpoint file of a run directory (``weights``.pt, else last.pt, else best.pt) or the file itself."""
+    path = Path(path)
+    if path.is_dir():
+        candidates = [path / f"{weights}.pt", path / "last.pt", path / "best.pt"]
+        ckpt = next((c for c in candidates if c.is_file()), None)
+        if ckpt is None:
+            raise FileNotFoundError(f"{path} holds no checkpoint (expected best.pt or last.pt from `resnetkit train`)")
+        return ckpt
+    if path.is_file():
+        return path
+    raise FileNotFoundError(f"checkpoint {path} does not exist (expected a run directory or a .pt file)")
+
+
+def load_run(path: str | Path, device: str = "auto", weights: str = "best") -> LoadedRun:
+    """Load a run directory (its best.pt, else last.pt) or a checkpoint file for evaluate/predict."""
+    ckpt = find_checkpoint(path, weights)
+    state = read_checkpoint(ckpt)
+    dev = resolve_device(device)
+    args = dict(state["model_args"])
+    classes = list(state["classes"])
+    if args.get("num_classes") not in (None, len(classes)):
+        raise CheckpointError(f"{ckpt}: the model has {args['num_classes']} outputs but {len(classes)} class names")
+    try:
+        spec = input_spec_from_dict(dict(state["input"]))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{ckpt}: its input description is not usable: {err}") from None
+    try:
+        model = create_model(state["model_name"], **{k: v for k, v in args.items() if v is not None})
+        model.load_state_dict(checkpoint_weights(state))
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{ckpt}: weights do not fit {state['model_name']}: {err}") from None
+    model = model.to(dev).eval()
+    return LoadedRun(model, classes, spec, state["model_name"], ckpt, dev)

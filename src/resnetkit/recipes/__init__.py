@@ -1,0 +1,1 @@
+"""Training recipes shipped with resnetkit, addressable by name: ``--recipe cifar10_resnet20_fast``."""
