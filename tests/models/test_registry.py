@@ -19,6 +19,7 @@ def _small_input(model, batch: int = 2) -> torch.Tensor:
 def test_registry_holds_the_issue_models():
     expected = {
         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+        "resnet50_v1", "resnet101_v1", "resnet152_v1",
         "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2",
         "resnet50d", "seresnet50",
         "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202",

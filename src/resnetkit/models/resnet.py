@@ -50,7 +50,6 @@ class BasicBlock(nn.Module):
         se: bool = False,
         drop_path: float = 0.0,
         residual: bool = True,
-        stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
@@ -186,7 +185,9 @@ class ResNet(ClassifierModel):
         stem: ``"default"`` (7x7 conv) or ``"deep"`` (three 3x3 convs, ResNet-C/D).
         stem_width: channels of the deep stem's first convs.
         avg_down: average-pool shortcut instead of a strided 1x1 conv (ResNet-D).
-        stride_in_1x1: the paper's v1 stride placement (default is v1.5, stride in the 3x3).
+        stride_in_1x1: the paper's v1 stride placement, in the first 1x1 conv of a Bottleneck
+            (default: v1.5, stride in the 3x3, as torchvision). Bottleneck only: a BasicBlock
+            has no 1x1 conv, so v1 and v1.5 are the same net there.
         se: squeeze-and-excitation in every block.
         zero_init_last: zero the last BN of each block so blocks start as identities.
         residual: False removes every shortcut (the paper's plain nets).
@@ -221,6 +222,12 @@ class ResNet(ClassifierModel):
             raise ValueError(f"unknown stem {stem!r}; allowed: 'default', 'deep'")
         if len(layers) != 4:
             raise ValueError(f"an ImageNet ResNet has 4 stages, got layers={list(layers)}")
+        if stride_in_1x1 and block is not Bottleneck:
+            # Accepting it silently would let a user believe they built a v1 ResNet-18/34.
+            raise ValueError(
+                "stride_in_1x1=True applies to Bottleneck ResNets (50 layers and deeper): a BasicBlock "
+                "has no 1x1 conv and already strides in its first 3x3, so v1 and v1.5 are the same net"
+            )
         self.in_chans = in_chans
         act_layer = get_act_layer(activation)
         norm_layer = get_norm_layer(norm)
@@ -244,8 +251,10 @@ class ResNet(ClassifierModel):
 
         block_kwargs = dict(
             groups=groups, base_width=base_width, norm_layer=norm_layer, act_layer=act_layer,
-            conv_bias=conv_bias, se=se, residual=residual, stride_in_1x1=stride_in_1x1,
+            conv_bias=conv_bias, se=se, residual=residual,
         )
+        if block is Bottleneck:
+            block_kwargs["stride_in_1x1"] = stride_in_1x1
         drop_paths = _drop_path_rates(drop_path_rate, layers)
         stages = []
         for i, (width, n) in enumerate(zip(widths, layers)):
@@ -355,6 +364,32 @@ def resnet101(**kwargs) -> ResNet:
 def resnet152(**kwargs) -> ResNet:
     """ResNet-152 v1.5, Bottleneck [3, 8, 36, 3]."""
     return ResNet(Bottleneck, [3, 8, 36, 3], **kwargs)
+
+
+def _resnet_v1(layers: Sequence[int], name: str, kwargs: dict) -> ResNet:
+    # The name fixes the stride placement, as vgg16_bn fixes batch_norm.
+    given = kwargs.setdefault("stride_in_1x1", True)
+    if given is not True:
+        raise TypeError(f"{name} has stride_in_1x1=True; use {name.removesuffix('_v1')} for the v1.5 placement")
+    return ResNet(Bottleneck, layers, **kwargs)
+
+
+@register_model("resnet", ResNet)
+def resnet50_v1(**kwargs) -> ResNet:
+    """ResNet-50 v1 (He et al. 2015 as published): stride in the first 1x1 conv; torchvision's weights load."""
+    return _resnet_v1([3, 4, 6, 3], "resnet50_v1", kwargs)
+
+
+@register_model("resnet", ResNet)
+def resnet101_v1(**kwargs) -> ResNet:
+    """ResNet-101 v1 (He et al. 2015): stride in the first 1x1 conv, Bottleneck [3, 4, 23, 3]."""
+    return _resnet_v1([3, 4, 23, 3], "resnet101_v1", kwargs)
+
+
+@register_model("resnet", ResNet)
+def resnet152_v1(**kwargs) -> ResNet:
+    """ResNet-152 v1 (He et al. 2015): stride in the first 1x1 conv, Bottleneck [3, 8, 36, 3]."""
+    return _resnet_v1([3, 8, 36, 3], "resnet152_v1", kwargs)
 
 
 def _resnet_d(block, layers, kwargs) -> ResNet:
