@@ -219,3 +219,17 @@ def test_preact_identity_path():
     x = torch.randn(2, 3, 32, 32)
     feats = model.forward_intermediates(x, [1])[0]
     assert (feats < 0).any()
+
+
+@pytest.mark.parametrize("name", ["preact_resnet20", "preact_resnet164", "preact_resnet18"])
+def test_preact_zero_init_last_makes_blocks_identities(name):
+    # timm's ResNetV2 and SkipInit: the last conv of each residual branch starts at zero.
+    torch.manual_seed(0)
+    model = create_model(name, zero_init_last=True).eval()
+    blocks = [b for layer in (model.layer1, model.layer2, model.layer3, model.layer4) if layer is not None for b in layer]
+    assert all(b.last_conv().weight.abs().sum() == 0 for b in blocks)
+    identity_blocks = [b for b in blocks if b.downsample is None]
+    x = torch.randn(2, identity_blocks[-1].bn1.num_features, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(identity_blocks[-1](x.clone()), x)
+    assert create_model(name).layer1[0].last_conv().weight.abs().sum() > 0

@@ -16,6 +16,11 @@ pre-normalization sums, as Honk does.
   receptive field covers the whole 1 s input; the 13th layer has no shortcut.
 - res26: 24 layers, 2x2 average pooling after the stem (20 x 50).
 
+The paper fixes the activation (ReLU), the norm (BatchNorm without affine parameters), the
+widths and the depths, so these models take neither ``activation``, ``norm``,
+``drop_path_rate``, ``width_mult`` nor ``zero_init_last``: only ``num_classes``, ``in_chans``,
+``drop_rate`` and ``global_pool``.
+
 Input is ``(N, 1, 40, 101)``: 40 MFCCs (or log-mel bands) of 101 frames, 10 ms apart, i.e.
 (frequency, time). Honk feeds ``(N, 1, 101, 40)``, (time, frequency); every conv is 3x3 with
 symmetric padding and dilation, so only the pooling shape depends on the layout.
@@ -115,6 +120,9 @@ class KWSResNet(ClassifierModel):
         global_pool: avg (the paper), max or avgmax.
     """
 
+    # Said by create_model when a user passes an option this family does not take.
+    options_note = "Tang & Lin 2018 fix ReLU, affine-free BatchNorm, the widths and the depths"
+
     def __init__(
         self,
         num_layers: int,
@@ -170,38 +178,38 @@ class KWSResNet(ClassifierModel):
 # -- registered builders (Tang & Lin 2018, Table 1; Honk's configurations) ------------------------
 
 
-@register_model("kws", KWSResNet)
+@register_model("kws", KWSResNet, fixed=("pool", "dilation"))
 def res8(**kwargs) -> KWSResNet:
     """res8 (Tang & Lin 2018): 6 layers, 45 maps, average pooling 4 in time x 3 in frequency; 110K parameters."""
     # Honk's res_pool=(4, 3) is (time, frequency); this model's input is (frequency, time).
-    return KWSResNet(6, 45, pool=(3, 4), **kwargs)
+    return KWSResNet(6, 45, pool=(3, 4), dilation=False, **kwargs)
 
 
-@register_model("kws", KWSResNet)
+@register_model("kws", KWSResNet, fixed=("pool", "dilation"))
 def res8_narrow(**kwargs) -> KWSResNet:
     """res8-narrow (Tang & Lin 2018): res8 with 19 maps; 19.9K parameters."""
-    return KWSResNet(6, 19, pool=(3, 4), **kwargs)
+    return KWSResNet(6, 19, pool=(3, 4), dilation=False, **kwargs)
 
 
-@register_model("kws", KWSResNet)
+@register_model("kws", KWSResNet, fixed=("pool", "dilation"))
 def res15(**kwargs) -> KWSResNet:
     """res15 (Tang & Lin 2018): 13 dilated layers, 45 maps, no pooling; 238K parameters."""
-    return KWSResNet(13, 45, dilation=True, **kwargs)
+    return KWSResNet(13, 45, pool=None, dilation=True, **kwargs)
 
 
-@register_model("kws", KWSResNet)
+@register_model("kws", KWSResNet, fixed=("pool", "dilation"))
 def res15_narrow(**kwargs) -> KWSResNet:
     """res15-narrow (Tang & Lin 2018): res15 with 19 maps; 42.6K parameters."""
-    return KWSResNet(13, 19, dilation=True, **kwargs)
+    return KWSResNet(13, 19, pool=None, dilation=True, **kwargs)
 
 
-@register_model("kws", KWSResNet)
+@register_model("kws", KWSResNet, fixed=("pool", "dilation"))
 def res26(**kwargs) -> KWSResNet:
     """res26 (Tang & Lin 2018): 24 layers, 45 maps, 2x2 average pooling; 438K parameters."""
-    return KWSResNet(24, 45, pool=(2, 2), **kwargs)
+    return KWSResNet(24, 45, pool=(2, 2), dilation=False, **kwargs)
 
 
-@register_model("kws", KWSResNet)
+@register_model("kws", KWSResNet, fixed=("pool", "dilation"))
 def res26_narrow(**kwargs) -> KWSResNet:
     """res26-narrow (Tang & Lin 2018): res26 with 19 maps; 78.4K parameters."""
-    return KWSResNet(24, 19, pool=(2, 2), **kwargs)
+    return KWSResNet(24, 19, pool=(2, 2), dilation=False, **kwargs)
