@@ -58,7 +58,9 @@ def test_res15_dilation_grows_every_three_layers():
     assert create_model("res8").pool.kernel_size == (3, 4) and create_model("res26").pool.kernel_size == (2, 2)
 
 
-@pytest.mark.parametrize("name,shape,reduction", [("res8", (13, 25), 4), ("res15", (40, 101), 1), ("res26", (20, 50), 2)])
+@pytest.mark.parametrize("name,shape,reduction", [
+    ("res8", (13, 25), 4), ("res15", (40, 101), 1), ("res26", (20, 50), 2),
+])
 def test_feature_maps_and_reductions_along_time(name, shape, reduction):
     model = create_model(name, features_only=True).eval()
     feats = model(torch.randn(1, 1, 40, 101))

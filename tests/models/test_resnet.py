@@ -226,7 +226,8 @@ def test_preact_zero_init_last_makes_blocks_identities(name):
     # timm's ResNetV2 and SkipInit: the last conv of each residual branch starts at zero.
     torch.manual_seed(0)
     model = create_model(name, zero_init_last=True).eval()
-    blocks = [b for layer in (model.layer1, model.layer2, model.layer3, model.layer4) if layer is not None for b in layer]
+    layers = [model.layer1, model.layer2, model.layer3, model.layer4]
+    blocks = [b for layer in layers if layer is not None for b in layer]
     assert all(b.last_conv().weight.abs().sum() == 0 for b in blocks)
     identity_blocks = [b for b in blocks if b.downsample is None]
     x = torch.randn(2, identity_blocks[-1].bn1.num_features, 8, 8)

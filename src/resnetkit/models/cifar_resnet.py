@@ -13,7 +13,14 @@ from torch import nn
 from .base import CIFAR_MEAN, CIFAR_STD, ClassifierModel, FeatureEntry, FeatureInfo, make_data_config
 from .layers import LayerSpec, ShortcutA, conv1x1, create_act, get_act_layer, get_norm_layer, init_conv_and_norm, norm_has_bias
 from .registry import register_model
-from .resnet import BasicBlock, _check_common, _check_shortcut_options, _drop_path_rates, _scaled, init_residual_branches
+from .resnet import (
+    BasicBlock,
+    _check_common,
+    _check_shortcut_options,
+    _drop_path_rates,
+    _scaled,
+    init_residual_branches,
+)
 
 SHORTCUT_OPTIONS = ("A", "B")
 

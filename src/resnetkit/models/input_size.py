@@ -52,7 +52,9 @@ def min_input_size(model: nn.Module) -> tuple[int, int]:
     config = getattr(model, "data_config", None)
     in_chans = getattr(model, "in_chans", None)
     if config is None or in_chans is None:
-        raise TypeError(f"min_input_size needs a resnetkit model (with data_config and in_chans), got {type(model).__name__}")
+        raise TypeError(
+            f"min_input_size needs a resnetkit model (with data_config and in_chans), got {type(model).__name__}"
+        )
     _, ref_h, ref_w = config.input_size
     state = {
         name: torch.empty_like(t, device="meta")
@@ -90,9 +92,8 @@ def check_input_size(
     min_h, min_w = min_input_size(model)
     if height < min_h or width < min_w:
         tail = hint.format(n=max(min_h, min_w), h=min_h, w=min_w) if hint else ""
-        raise ValueError(
-            f"{_name(model)} needs inputs of at least {min_h}x{min_w}; got {height}x{width}" + (f" ({tail})" if tail else "")
-        )
+        message = f"{_name(model)} needs inputs of at least {min_h}x{min_w}; got {height}x{width}"
+        raise ValueError(message + (f" ({tail})" if tail else ""))
 
 
 def _name(model: nn.Module) -> str:

@@ -48,7 +48,7 @@ def register_model(
             raise RuntimeError(f"model {name!r} registered twice")
         unknown = [k for k in fixed if k not in _accepted_kwargs(model_class)]
         if unknown:
-            raise RuntimeError(f"{name}: fixed options {unknown} are not keyword-only arguments of {model_class.__name__}")
+            raise RuntimeError(f"{name}: fixed {unknown} are not keyword-only arguments of {model_class.__name__}")
         doc = (fn.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = ModelEntry(name, family, fn, model_class, doc[0] if doc else "", tuple(fixed))
         return fn

@@ -330,9 +330,12 @@ def _check_shortcut_options(residual: bool, zero_init_last: bool, drop_path_rate
     """
     if residual:
         return
-    given = [k for k, v in {"zero_init_last": zero_init_last, "drop_path_rate": drop_path_rate, **shortcut_options}.items() if v]
+    options = {"zero_init_last": zero_init_last, "drop_path_rate": drop_path_rate, **shortcut_options}
+    given = [k for k, v in options.items() if v]
     if given:
-        raise ValueError(f"{', '.join(given)} act on shortcuts and residual branches; a plain net (residual=False) has none")
+        raise ValueError(
+            f"{', '.join(given)} act on shortcuts and residual branches; a plain net (residual=False) has none"
+        )
 
 
 def _check_common(num_classes: int, in_chans: int, drop_rate: float, drop_path_rate: float, width_mult: float) -> None:
