@@ -54,45 +54,100 @@ def test_res15_dilation_grows_every_three_layers():
     dilations = [m.dilation[0] for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert dilations == [1, 1, 1, 1, 2, 2, 2, 4, 4, 4, 8, 8, 8, 16]  # conv0, then 2 ** floor(i / 3)
     assert isinstance(model.pool, nn.Identity)
-    assert create_model("res8").pool.kernel_size == (4, 3) and create_model("res26").pool.kernel_size == (2, 2)
+    # (frequency, time): res8 pools 3 bins and 4 frames (Honk's (4, 3) in its (time, frequency) layout).
+    assert create_model("res8").pool.kernel_size == (3, 4) and create_model("res26").pool.kernel_size == (2, 2)
 
 
-def _honk_forward(model, x: torch.Tensor) -> torch.Tensor:
-    """Honk's ``SpeechResModel.forward`` (Tang & Lin's code) with this model's layers."""
-    blocks = list(model.blocks)
-    convs = [model.conv0]
-    bns = []
-    for k, block in enumerate(blocks):
-        convs += [block.conv1, block.conv2]
-        bns += [block.bn1, blocks[k + 1].norm_in if k + 1 < len(blocks) else model.tail.norm]
-    if model.tail.conv is not None:
-        convs.append(model.tail.conv)
-        bns.append(model.tail.bn)
-    for i, conv in enumerate(convs):
-        y = F.relu(conv(x))
-        if i == 0:
-            y = model.pool(y)
-            old_x = y
-        if i > 0 and i % 2 == 0:
-            x = y + old_x
-            old_x = x
-        else:
-            x = y
-        if i > 0:
-            x = bns[i - 1](x)
-    x = x.reshape(x.shape[0], x.shape[1], -1).mean(2)
-    return model.fc(x)
+@pytest.mark.parametrize("name,shape,reduction", [
+    ("res8", (13, 25), 4), ("res15", (40, 101), 1), ("res26", (20, 50), 2),
+])
+def test_feature_maps_and_reductions_along_time(name, shape, reduction):
+    model = create_model(name, features_only=True).eval()
+    feats = model(torch.randn(1, 1, 40, 101))
+    assert all(tuple(f.shape[-2:]) == shape for f in feats)
+    assert model.feature_info.reduction() == [reduction, reduction]
 
 
-@pytest.mark.parametrize("name", ["res8_narrow", "res15_narrow", "res26_narrow"])
+# Honk's configurations (castorini/honk, utils/model.py, ``_configs``), in Honk's own terms:
+# its input is (time 101, frequency 40), so ``res_pool`` is (time, frequency).
+HONK_CONFIGS = {
+    "res8": dict(n_labels=12, n_layers=6, n_feature_maps=45, res_pool=(4, 3), use_dilation=False),
+    "res8_narrow": dict(n_labels=12, n_layers=6, n_feature_maps=19, res_pool=(4, 3), use_dilation=False),
+    "res15": dict(n_labels=12, n_layers=13, n_feature_maps=45, use_dilation=True),
+    "res15_narrow": dict(n_labels=12, n_layers=13, n_feature_maps=19, use_dilation=True),
+    "res26": dict(n_labels=12, n_layers=24, n_feature_maps=45, res_pool=(2, 2), use_dilation=False),
+    "res26_narrow": dict(n_labels=12, n_layers=24, n_feature_maps=19, res_pool=(2, 2), use_dilation=False),
+}
+
+
+class HonkSpeechResModel(nn.Module):
+    """Honk's ``SpeechResModel`` (Tang & Lin's code), transcribed: input (N, time, frequency).
+
+    Built from Honk's config alone (its own pool, dilation rule and affine-free BatchNorms),
+    so it shares nothing with the model under test but the weights copied into it.
+    """
+
+    def __init__(self, config: dict) -> None:
+        super().__init__()
+        n_maps = config["n_feature_maps"]
+        self.conv0 = nn.Conv2d(1, n_maps, (3, 3), padding=(1, 1), bias=False)
+        if "res_pool" in config:
+            self.pool = nn.AvgPool2d(config["res_pool"])
+        self.n_layers = n_layers = config["n_layers"]
+        for i in range(n_layers):
+            d = int(2 ** (i // 3)) if config["use_dilation"] else 1
+            self.add_module(f"bn{i + 1}", nn.BatchNorm2d(n_maps, affine=False))
+            self.add_module(f"conv{i + 1}", nn.Conv2d(n_maps, n_maps, (3, 3), padding=d, dilation=d, bias=False))
+        self.output = nn.Linear(n_maps, config["n_labels"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.unsqueeze(1)
+        for i in range(self.n_layers + 1):
+            y = F.relu(getattr(self, f"conv{i}")(x))
+            if i == 0:
+                if hasattr(self, "pool"):
+                    y = self.pool(y)
+                old_x = y
+            if i > 0 and i % 2 == 0:
+                x = y + old_x
+                old_x = x
+            else:
+                x = y
+            if i > 0:
+                x = getattr(self, f"bn{i}")(x)
+        x = x.view(x.size(0), x.size(1), -1)
+        x = torch.mean(x, 2)
+        return self.output(x)
+
+
+def _honk_twin(model) -> HonkSpeechResModel:
+    """A Honk model carrying ``model``'s weights, moved to Honk's (time, frequency) layout.
+
+    A conv over (time, frequency) whose kernel is transposed in its two spatial dimensions
+    computes the same as the original conv over (frequency, time), transposed.
+    """
+    honk = HonkSpeechResModel(HONK_CONFIGS[model.model_name])
+    ours = [m for m in model.modules() if isinstance(m, nn.Conv2d)]  # conv0, then in forward order
+    assert len(ours) == honk.n_layers + 1
+    with torch.no_grad():
+        for i, conv in enumerate(ours):
+            getattr(honk, f"conv{i}").weight.copy_(conv.weight.transpose(2, 3))
+        honk.output.load_state_dict(model.fc.state_dict())
+    return honk
+
+
+@pytest.mark.parametrize("name", ["res8", "res8_narrow", "res15_narrow", "res26_narrow"])
 def test_forward_is_honks(name):
     torch.manual_seed(0)
-    model = create_model(name, num_classes=10)
-    x = torch.randn(4, 1, 40, 101)
-    model.train()
-    torch.testing.assert_close(model(x), _honk_forward(model, x))
-    model.eval()  # with the running statistics the training passes above left behind
-    torch.testing.assert_close(model(x), _honk_forward(model, x))
+    model = create_model(name)
+    honk = _honk_twin(model)
+    x = torch.randn(4, 1, 40, 101)  # (N, 1, frequency, time)
+    x_honk = x[:, 0].transpose(1, 2)  # Honk's (N, time 101, frequency 40)
+    model.train(), honk.train()
+    torch.testing.assert_close(model(x), honk(x_honk))
+    # Eval mode with the running statistics that each model's own training pass left behind.
+    model.eval(), honk.eval()
+    torch.testing.assert_close(model(x), honk(x_honk))
 
 
 def test_dilated_convs_train_in_bf16_channels_last_on_cpu():

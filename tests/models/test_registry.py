@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
 from resnetkit import create_model, list_models
+from resnetkit.models import get_model_entry
 
 ALL_MODELS = list_models()
 
@@ -19,6 +22,7 @@ def _small_input(model, batch: int = 2) -> torch.Tensor:
 def test_registry_holds_the_issue_models():
     expected = {
         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+        "resnet50_v1", "resnet101_v1", "resnet152_v1",
         "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2",
         "resnet50d", "seresnet50",
         "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202",
@@ -86,3 +90,35 @@ def test_features_only_out_indices_and_head_interface():
 def test_bad_out_indices_is_a_clear_error():
     with pytest.raises(ValueError, match="feature levels"):
         create_model("resnet18", features_only=True, out_indices=(7,))
+
+
+def _defaults(entry) -> dict:
+    params = inspect.signature(entry.model_class.__init__).parameters
+    return {k: params[k].default for k in entry.options}
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_every_listed_option_is_accepted(name):
+    # ModelEntry.options is what the README's option table is generated from: every option
+    # listed must reach the constructor, i.e. the builder does not set it itself.
+    entry = get_model_entry(name)
+    with torch.device("meta"):
+        create_model(name, **_defaults(entry))
+
+
+@pytest.mark.parametrize("name", [n for n in ALL_MODELS if get_model_entry(n).fixed])
+def test_fixed_options_are_refused(name):
+    entry = get_model_entry(name)
+    params = inspect.signature(entry.model_class.__init__).parameters
+    for key in entry.fixed:
+        default = params[key].default
+        values = [True, False] if isinstance(default, bool) else [default]
+        errors = []
+        for value in values:
+            try:
+                with torch.device("meta"):
+                    create_model(name, **{key: value})
+            except TypeError as err:
+                errors.append(str(err))
+        assert errors, f"{name} accepted every value of its fixed option {key!r}"
+        assert any(name in e and key in e for e in errors), errors

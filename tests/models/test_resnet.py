@@ -67,15 +67,46 @@ def test_shortcut_option_b_adds_projections():
     assert b - a == (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
 
 
-def test_v1_stride_placement_same_weights_other_function():
+def _conv_geometry(model: nn.Module) -> dict[str, tuple]:
+    return {n: (m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.groups)
+            for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+@pytest.mark.parametrize("depth", [50, 101, 152])
+def test_v1_differs_from_v15_only_in_where_the_stride_sits(depth):
+    with torch.device("meta"):
+        v1 = _conv_geometry(create_model(f"resnet{depth}_v1"))
+        v15 = _conv_geometry(create_model(f"resnet{depth}"))
+    assert v1.keys() == v15.keys()
+    moved = sorted(n for n in v1 if v1[n] != v15[n])
+    # The first block of stages 2-4: v1 (the paper) strides in the 1x1 reduce, v1.5 in the 3x3.
+    assert moved == [f"layer{i}.0.conv{j}" for i in (2, 3, 4) for j in (1, 2)]
+    for i in (2, 3, 4):
+        assert v1[f"layer{i}.0.conv1"][3] == (2, 2) and v1[f"layer{i}.0.conv2"][3] == (1, 1)
+        assert v15[f"layer{i}.0.conv1"][3] == (1, 1) and v15[f"layer{i}.0.conv2"][3] == (2, 2)
+
+
+def test_v1_loads_torchvision_resnet50_weights_and_computes_another_function(tmp_path):
     torch.manual_seed(0)
-    v15 = create_model("resnet50").eval()
-    v1 = create_model("resnet50", stride_in_1x1=True).eval()
-    v1.load_state_dict(v15.state_dict())
-    assert v1.layer2[0].conv1.stride == (2, 2) and v1.layer2[0].conv2.stride == (1, 1)
-    assert v15.layer2[0].conv1.stride == (1, 1) and v15.layer2[0].conv2.stride == (2, 2)
+    theirs = torchvision.models.resnet50().eval()
+    path = tmp_path / "resnet50_tv.pth"
+    torch.save(theirs.state_dict(), path)
+    v1 = create_model("resnet50_v1", checkpoint_path=path).eval()  # strict: same names and shapes
+    assert {k: v.shape for k, v in v1.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
     x = torch.randn(1, 3, 64, 64)
-    assert not torch.allclose(v1(x), v15(x))
+    with torch.no_grad():
+        assert not torch.allclose(v1(x), theirs(x))
+        v15 = create_model("resnet50", checkpoint_path=path).eval()
+        torch.testing.assert_close(v15(x), theirs(x))
+
+
+def test_v1_names_fix_the_stride_placement():
+    with pytest.raises(TypeError, match=r"resnet50_v1 has stride_in_1x1=True; use resnet50 for the v1.5"):
+        create_model("resnet50_v1", stride_in_1x1=False)
+    # A BasicBlock has no 1x1 conv: asking for v1 there is an error, not a silent no-op.
+    for name in ("resnet18", "resnet34d", "seresnet18"):
+        with pytest.raises(ValueError, match="stride_in_1x1=True applies to Bottleneck ResNets"):
+            create_model(name, stride_in_1x1=True)
 
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "gelu", "silu", "mish", "elu", "sigmoid", "tanh"])
@@ -175,7 +206,11 @@ def test_preact_parameter_counts_match_paper():
     with torch.device("meta"):
         assert round(_params(create_model("preact_resnet164")) / 1e6, 1) == 1.7
         assert round(_params(create_model("preact_resnet110")) / 1e6, 1) == 1.7
-        assert abs(_params(create_model("preact_resnet1001")) / 1e6 - 10.2) < 0.15
+        r1001 = create_model("preact_resnet1001")
+    # The paper's 10.2M counts convs and the classifier; BN's scales and shifts add 149,216.
+    bn_affine = sum(p.numel() for m in r1001.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
+    assert _params(r1001) == 10_327_706
+    assert _params(r1001) - bn_affine == 10_178_490 and round((_params(r1001) - bn_affine) / 1e6, 1) == 10.2
 
 
 def test_preact_identity_path():
@@ -184,3 +219,18 @@ def test_preact_identity_path():
     x = torch.randn(2, 3, 32, 32)
     feats = model.forward_intermediates(x, [1])[0]
     assert (feats < 0).any()
+
+
+@pytest.mark.parametrize("name", ["preact_resnet20", "preact_resnet164", "preact_resnet18"])
+def test_preact_zero_init_last_makes_blocks_identities(name):
+    # timm's ResNetV2 and SkipInit: the last conv of each residual branch starts at zero.
+    torch.manual_seed(0)
+    model = create_model(name, zero_init_last=True).eval()
+    layers = [model.layer1, model.layer2, model.layer3, model.layer4]
+    blocks = [b for layer in layers if layer is not None for b in layer]
+    assert all(b.last_conv().weight.abs().sum() == 0 for b in blocks)
+    identity_blocks = [b for b in blocks if b.downsample is None]
+    x = torch.randn(2, identity_blocks[-1].bn1.num_features, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(identity_blocks[-1](x.clone()), x)
+    assert create_model(name).layer1[0].last_conv().weight.abs().sum() > 0

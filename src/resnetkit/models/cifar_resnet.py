@@ -13,7 +13,14 @@ from torch import nn
 from .base import CIFAR_MEAN, CIFAR_STD, ClassifierModel, FeatureEntry, FeatureInfo, make_data_config
 from .layers import LayerSpec, ShortcutA, conv1x1, create_act, get_act_layer, get_norm_layer, init_conv_and_norm, norm_has_bias
 from .registry import register_model
-from .resnet import BasicBlock, _check_common, _drop_path_rates, _scaled, init_residual_branches
+from .resnet import (
+    BasicBlock,
+    _check_common,
+    _check_shortcut_options,
+    _drop_path_rates,
+    _scaled,
+    init_residual_branches,
+)
 
 SHORTCUT_OPTIONS = ("A", "B")
 
@@ -53,6 +60,7 @@ class CifarResNet(ClassifierModel):
         shortcut = str(shortcut).upper()
         if shortcut not in SHORTCUT_OPTIONS:
             raise ValueError(f"unknown shortcut option {shortcut!r}; allowed: 'A' (zero-padded identity), 'B' (projection)")
+        _check_shortcut_options(residual, zero_init_last, drop_path_rate, **{"shortcut='B'": shortcut == "B"})
         n = (depth - 2) // 6
         self.in_chans = in_chans
         self.depth = depth
@@ -103,67 +111,67 @@ def _cifar(depth: int, kwargs: dict, residual: bool = True) -> CifarResNet:
     return CifarResNet(depth, residual=residual, **kwargs)
 
 
-@register_model("cifar-resnet", CifarResNet)
+@register_model("cifar-resnet", CifarResNet, fixed=("residual",))
 def resnet20(**kwargs) -> CifarResNet:
     """CIFAR ResNet-20 (He et al. 2015, 4.2): n=3, 0.27M parameters."""
     return _cifar(20, kwargs)
 
 
-@register_model("cifar-resnet", CifarResNet)
+@register_model("cifar-resnet", CifarResNet, fixed=("residual",))
 def resnet32(**kwargs) -> CifarResNet:
     """CIFAR ResNet-32: n=5, 0.46M parameters."""
     return _cifar(32, kwargs)
 
 
-@register_model("cifar-resnet", CifarResNet)
+@register_model("cifar-resnet", CifarResNet, fixed=("residual",))
 def resnet44(**kwargs) -> CifarResNet:
     """CIFAR ResNet-44: n=7, 0.66M parameters."""
     return _cifar(44, kwargs)
 
 
-@register_model("cifar-resnet", CifarResNet)
+@register_model("cifar-resnet", CifarResNet, fixed=("residual",))
 def resnet56(**kwargs) -> CifarResNet:
     """CIFAR ResNet-56: n=9, 0.85M parameters."""
     return _cifar(56, kwargs)
 
 
-@register_model("cifar-resnet", CifarResNet)
+@register_model("cifar-resnet", CifarResNet, fixed=("residual",))
 def resnet110(**kwargs) -> CifarResNet:
     """CIFAR ResNet-110: n=18, 1.7M parameters."""
     return _cifar(110, kwargs)
 
 
-@register_model("cifar-resnet", CifarResNet)
+@register_model("cifar-resnet", CifarResNet, fixed=("residual",))
 def resnet1202(**kwargs) -> CifarResNet:
     """CIFAR ResNet-1202: n=200, 19.4M parameters."""
     return _cifar(1202, kwargs)
 
 
-@register_model("plain", CifarResNet)
+@register_model("plain", CifarResNet, fixed=("residual",))
 def plain20(**kwargs) -> CifarResNet:
     """Plain-20 for CIFAR (He et al. 2015, Figure 6 left): ResNet-20 without shortcuts."""
     return _cifar(20, kwargs, residual=False)
 
 
-@register_model("plain", CifarResNet)
+@register_model("plain", CifarResNet, fixed=("residual",))
 def plain32(**kwargs) -> CifarResNet:
     """Plain-32 for CIFAR."""
     return _cifar(32, kwargs, residual=False)
 
 
-@register_model("plain", CifarResNet)
+@register_model("plain", CifarResNet, fixed=("residual",))
 def plain44(**kwargs) -> CifarResNet:
     """Plain-44 for CIFAR."""
     return _cifar(44, kwargs, residual=False)
 
 
-@register_model("plain", CifarResNet)
+@register_model("plain", CifarResNet, fixed=("residual",))
 def plain56(**kwargs) -> CifarResNet:
     """Plain-56 for CIFAR (the net that trains worse than Plain-20 in Figure 1)."""
     return _cifar(56, kwargs, residual=False)
 
 
-@register_model("plain", CifarResNet)
+@register_model("plain", CifarResNet, fixed=("residual",))
 def plain110(**kwargs) -> CifarResNet:
     """Plain-110 for CIFAR."""
     return _cifar(110, kwargs, residual=False)

@@ -9,12 +9,21 @@ network has no shift or scale parameters besides the convs and the classifier, w
 what gives the small parameter counts of the paper's Table 1. The shortcut adds the
 pre-normalization sums, as Honk does.
 
-- res8: 6 layers after the stem, 4x3 (frequency x time) average pooling after the stem.
+- res8: 6 layers after the stem, average pooling after the stem over 4 frames and 3
+  frequency bins (Honk's ``res_pool=(4, 3)`` in its (time, frequency) layout; ``(3, 4)`` here).
+  The stem's 40 x 101 map becomes 13 x 25.
 - res15: 13 layers, no pooling, dilation ``2 ** floor(i / 3)`` in layer ``i + 1`` so the
   receptive field covers the whole 1 s input; the 13th layer has no shortcut.
-- res26: 24 layers, 2x2 average pooling after the stem.
+- res26: 24 layers, 2x2 average pooling after the stem (20 x 50).
 
-Input is ``(N, 1, 40, 101)``: 40 MFCCs (or log-mel bands) of 101 frames, 10 ms apart.
+The paper fixes the activation (ReLU), the norm (BatchNorm without affine parameters), the
+widths and the depths, so these models take neither ``activation``, ``norm``,
+``drop_path_rate``, ``width_mult`` nor ``zero_init_last``: only ``num_classes``, ``in_chans``,
+``drop_rate`` and ``global_pool``.
+
+Input is ``(N, 1, 40, 101)``: 40 MFCCs (or log-mel bands) of 101 frames, 10 ms apart, i.e.
+(frequency, time). Honk feeds ``(N, 1, 101, 40)``, (time, frequency); every conv is 3x3 with
+symmetric padding and dilation, so only the pooling shape depends on the layout.
 """
 
 from __future__ import annotations
@@ -102,13 +111,17 @@ class KWSResNet(ClassifierModel):
     Args:
         num_layers: convs after the stem (6 for res8, 13 for res15, 24 for res26).
         num_maps: feature maps of every layer (45, or 19 in the narrow nets).
-        pool: average pooling (frequency, time) after the stem, or None.
+        pool: average pooling after the stem as (frequency, time) sizes, or None. Honk's
+            configs give (time, frequency): swap them.
         dilation: res15's exponentially growing dilation ``2 ** floor(i / 3)``.
         num_classes: 12 (Speech Commands: 10 words, unknown, silence) by default.
         in_chans: 1 (one feature image); more for stacked features.
         drop_rate: dropout before the classifier (not in the paper).
         global_pool: avg (the paper), max or avgmax.
     """
+
+    # Said by create_model when a user passes an option this family does not take.
+    options_note = "Tang & Lin 2018 fix ReLU, affine-free BatchNorm, the widths and the depths"
 
     def __init__(
         self,
@@ -144,7 +157,8 @@ class KWSResNet(ClassifierModel):
         )
         self.tail = KWSTail(num_maps, dilations[-1] if num_layers % 2 else None)
 
-        # Reductions are along time (the last axis), which is what a feature map's width means.
+        # Reductions are along time (the last axis), which is what a feature map's width means:
+        # 4 for res8 (whose frequency axis shrinks by 3), 2 for res26.
         reduction = int(pool[1]) if pool is not None else 1
         stem_module = "pool" if pool is not None else "act0"
         self.feature_info = FeatureInfo(
@@ -164,37 +178,38 @@ class KWSResNet(ClassifierModel):
 # -- registered builders (Tang & Lin 2018, Table 1; Honk's configurations) ------------------------
 
 
-@register_model("kws", KWSResNet)
+@register_model("kws", KWSResNet, fixed=("pool", "dilation"))
 def res8(**kwargs) -> KWSResNet:
-    """res8 (Tang & Lin 2018): 6 layers, 45 maps, 4x3 average pooling; 110K parameters."""
-    return KWSResNet(6, 45, pool=(4, 3), **kwargs)
+    """res8 (Tang & Lin 2018): 6 layers, 45 maps, average pooling 4 in time x 3 in frequency; 110K parameters."""
+    # Honk's res_pool=(4, 3) is (time, frequency); this model's input is (frequency, time).
+    return KWSResNet(6, 45, pool=(3, 4), dilation=False, **kwargs)
 
 
-@register_model("kws", KWSResNet)
+@register_model("kws", KWSResNet, fixed=("pool", "dilation"))
 def res8_narrow(**kwargs) -> KWSResNet:
     """res8-narrow (Tang & Lin 2018): res8 with 19 maps; 19.9K parameters."""
-    return KWSResNet(6, 19, pool=(4, 3), **kwargs)
+    return KWSResNet(6, 19, pool=(3, 4), dilation=False, **kwargs)
 
 
-@register_model("kws", KWSResNet)
+@register_model("kws", KWSResNet, fixed=("pool", "dilation"))
 def res15(**kwargs) -> KWSResNet:
     """res15 (Tang & Lin 2018): 13 dilated layers, 45 maps, no pooling; 238K parameters."""
-    return KWSResNet(13, 45, dilation=True, **kwargs)
+    return KWSResNet(13, 45, pool=None, dilation=True, **kwargs)
 
 
-@register_model("kws", KWSResNet)
+@register_model("kws", KWSResNet, fixed=("pool", "dilation"))
 def res15_narrow(**kwargs) -> KWSResNet:
     """res15-narrow (Tang & Lin 2018): res15 with 19 maps; 42.6K parameters."""
-    return KWSResNet(13, 19, dilation=True, **kwargs)
+    return KWSResNet(13, 19, pool=None, dilation=True, **kwargs)
 
 
-@register_model("kws", KWSResNet)
+@register_model("kws", KWSResNet, fixed=("pool", "dilation"))
 def res26(**kwargs) -> KWSResNet:
     """res26 (Tang & Lin 2018): 24 layers, 45 maps, 2x2 average pooling; 438K parameters."""
-    return KWSResNet(24, 45, pool=(2, 2), **kwargs)
+    return KWSResNet(24, 45, pool=(2, 2), dilation=False, **kwargs)
 
 
-@register_model("kws", KWSResNet)
+@register_model("kws", KWSResNet, fixed=("pool", "dilation"))
 def res26_narrow(**kwargs) -> KWSResNet:
     """res26-narrow (Tang & Lin 2018): res26 with 19 maps; 78.4K parameters."""
-    return KWSResNet(24, 19, pool=(2, 2), **kwargs)
+    return KWSResNet(24, 19, pool=(2, 2), dilation=False, **kwargs)

@@ -44,6 +44,9 @@ class PreActBasicBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.downsample = downsample
 
+    def last_conv(self) -> nn.Conv2d:
+        return self.conv2
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         preact = self.act1(self.bn1(x))
         shortcut = x if self.downsample is None else self.downsample(preact)
@@ -71,6 +74,9 @@ class PreActBottleneck(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.downsample = downsample
 
+    def last_conv(self) -> nn.Conv2d:
+        return self.conv3
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         preact = self.act1(self.bn1(x))
         shortcut = x if self.downsample is None else self.downsample(preact)
@@ -92,6 +98,9 @@ class PreActResNet(ClassifierModel):
             (3x3 conv, widths 16-64).
         shortcut: ``"B"`` projects where shapes change (the paper's code), ``"A"`` zero-pads
             (basic blocks only).
+        zero_init_last: zero the last conv of each block so blocks start as identities. No
+            norm follows that conv in a pre-activation block, so the conv itself is zeroed, as
+            timm's ResNetV2 (``zero_init_last``) and SkipInit (De & Smith 2020) do.
         Other arguments as :class:`resnetkit.models.resnet.ResNet`.
     """
 
@@ -110,6 +119,7 @@ class PreActResNet(ClassifierModel):
         width_mult: float = 1.0,
         global_pool: str = "avg",
         shortcut: str = "B",
+        zero_init_last: bool = False,
     ) -> None:
         super().__init__()
         _check_common(num_classes, in_chans, drop_rate, drop_path_rate, width_mult)
@@ -180,6 +190,12 @@ class PreActResNet(ClassifierModel):
         else:
             self.data_config = make_data_config(in_chans, 32, CIFAR_MEAN, CIFAR_STD, crop_pct=1.0)
         init_conv_and_norm(self)
+        if zero_init_last:
+            for m in self.modules():
+                if isinstance(m, (PreActBasicBlock, PreActBottleneck)):
+                    nn.init.zeros_(m.last_conv().weight)
+                    if m.last_conv().bias is not None:
+                        nn.init.zeros_(m.last_conv().bias)
 
     def stages(self):
         body = [self.layer1, self.layer2, self.layer3] + ([self.layer4] if self.layer4 is not None else [])
@@ -199,61 +215,65 @@ def _cifar(block, depth: int, kwargs) -> PreActResNet:
     return PreActResNet(block, [n, n, n], stem="cifar", **kwargs)
 
 
-@register_model("preact-resnet", PreActResNet)
+@register_model("preact-resnet", PreActResNet, fixed=("stem",))
 def preact_resnet18(**kwargs) -> PreActResNet:
     """Pre-activation ResNet-18 (He et al. 2016)."""
     return _imagenet(PreActBasicBlock, [2, 2, 2, 2], kwargs)
 
 
-@register_model("preact-resnet", PreActResNet)
+@register_model("preact-resnet", PreActResNet, fixed=("stem",))
 def preact_resnet34(**kwargs) -> PreActResNet:
     """Pre-activation ResNet-34 (He et al. 2016)."""
     return _imagenet(PreActBasicBlock, [3, 4, 6, 3], kwargs)
 
 
-@register_model("preact-resnet", PreActResNet)
+@register_model("preact-resnet", PreActResNet, fixed=("stem",))
 def preact_resnet50(**kwargs) -> PreActResNet:
     """Pre-activation ResNet-50 (He et al. 2016), bottleneck."""
     return _imagenet(PreActBottleneck, [3, 4, 6, 3], kwargs)
 
 
-@register_model("preact-resnet", PreActResNet)
+@register_model("preact-resnet", PreActResNet, fixed=("stem",))
 def preact_resnet101(**kwargs) -> PreActResNet:
     """Pre-activation ResNet-101 (He et al. 2016)."""
     return _imagenet(PreActBottleneck, [3, 4, 23, 3], kwargs)
 
 
-@register_model("preact-resnet", PreActResNet)
+@register_model("preact-resnet", PreActResNet, fixed=("stem",))
 def preact_resnet152(**kwargs) -> PreActResNet:
     """Pre-activation ResNet-152 (He et al. 2016)."""
     return _imagenet(PreActBottleneck, [3, 8, 36, 3], kwargs)
 
 
-@register_model("preact-cifar", PreActResNet)
+@register_model("preact-cifar", PreActResNet, fixed=("stem",))
 def preact_resnet20(**kwargs) -> PreActResNet:
     """Pre-activation ResNet-20 for CIFAR: the v2 twin of resnet20 for v1-vs-v2 comparisons."""
     return _cifar(PreActBasicBlock, 20, kwargs)
 
 
-@register_model("preact-cifar", PreActResNet)
+@register_model("preact-cifar", PreActResNet, fixed=("stem",))
 def preact_resnet56(**kwargs) -> PreActResNet:
     """Pre-activation ResNet-56 for CIFAR: the v2 twin of resnet56."""
     return _cifar(PreActBasicBlock, 56, kwargs)
 
 
-@register_model("preact-cifar", PreActResNet)
+@register_model("preact-cifar", PreActResNet, fixed=("stem",))
 def preact_resnet110(**kwargs) -> PreActResNet:
     """Pre-activation ResNet-110 for CIFAR (He et al. 2016, Table 2), basic blocks, 1.7M parameters."""
     return _cifar(PreActBasicBlock, 110, kwargs)
 
 
-@register_model("preact-cifar", PreActResNet)
+@register_model("preact-cifar", PreActResNet, fixed=("stem",))
 def preact_resnet164(**kwargs) -> PreActResNet:
     """Pre-activation ResNet-164 for CIFAR (He et al. 2016, Table 3), bottleneck, 1.7M parameters."""
     return _cifar(PreActBottleneck, 164, kwargs)
 
 
-@register_model("preact-cifar", PreActResNet)
+@register_model("preact-cifar", PreActResNet, fixed=("stem",))
 def preact_resnet1001(**kwargs) -> PreActResNet:
-    """Pre-activation ResNet-1001 for CIFAR (He et al. 2016, Table 3), bottleneck, 10.2M parameters."""
+    """Pre-activation ResNet-1001 for CIFAR (He et al. 2016, Table 3), bottleneck, 10.33M parameters.
+
+    10,327,706 parameters for 10 classes; 10,178,490 (10.18M) without the BatchNorm scales and
+    shifts, which is the count that rounds to the paper's 10.2M.
+    """
     return _cifar(PreActBottleneck, 1001, kwargs)

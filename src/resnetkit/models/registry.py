@@ -20,24 +20,37 @@ class ModelEntry:
     builder: Callable[..., nn.Module]
     model_class: type
     description: str
+    fixed: tuple[str, ...] = ()
+
+    @property
+    def options(self) -> list[str]:
+        """Keyword arguments ``create_model(name, ...)`` accepts, in the constructor's order."""
+        return [k for k in _accepted_kwargs(self.model_class) if k not in self.fixed]
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(family: str, model_class: type) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+def register_model(
+    family: str, model_class: type, fixed: Sequence[str] = ()
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder under its function name; the docstring's first line describes it.
 
-    ``model_class`` is the class the builder returns; its constructor lists the accepted
-    keyword arguments, which error messages repeat.
+    ``model_class`` is the class the builder returns: its keyword-only constructor arguments
+    are the options a user may pass, except those in ``fixed``, which the builder sets
+    itself because they are what the name means (``se`` for seresnet50, ``batch_norm`` for
+    vgg16_bn). Error messages and ``ModelEntry.options`` list what remains.
     """
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = fn.__name__
         if name in _REGISTRY:
             raise RuntimeError(f"model {name!r} registered twice")
+        unknown = [k for k in fixed if k not in _accepted_kwargs(model_class)]
+        if unknown:
+            raise RuntimeError(f"{name}: fixed {unknown} are not keyword-only arguments of {model_class.__name__}")
         doc = (fn.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = ModelEntry(name, family, fn, model_class, doc[0] if doc else "")
+        _REGISTRY[name] = ModelEntry(name, family, fn, model_class, doc[0] if doc else "", tuple(fixed))
         return fn
 
     return wrap
@@ -87,12 +100,19 @@ def create_model(
         **kwargs: the builder's keyword arguments (num_classes, in_chans, activation, norm, ...).
     """
     entry = get_model_entry(name)
+    options = entry.options
+    for key in kwargs:
+        if key not in options and key not in entry.fixed:
+            raise TypeError(_option_error(entry, key, f"does not take {key!r}"))
     try:
+        # A fixed option reaches the builder, which accepts the value the name implies and
+        # refuses any other (vgg16_bn(batch_norm=True) is fine, batch_norm=False is vgg16).
         model = entry.builder(**kwargs)
     except TypeError as err:
-        if "unexpected keyword argument" in str(err):
-            allowed = _accepted_kwargs(entry.model_class)
-            raise TypeError(f"{name}: {err}; accepted arguments: {', '.join(allowed)}") from None
+        duplicate = re.search(r"got multiple values for keyword argument '(\w+)'", str(err))
+        if duplicate:
+            key = duplicate.group(1)
+            raise TypeError(_option_error(entry, key, f"fixes {key} (it is part of what the name means)")) from None
         raise
     model.model_name = name
     if checkpoint_path is not None:
@@ -109,5 +129,22 @@ def create_model(
 
 
 def _accepted_kwargs(model_class: type) -> list[str]:
+    """The keyword-only arguments of the class's constructor: the user-facing options.
+
+    Positional arguments (block, layers, depth) define the architecture and come from the
+    builder, never from the user.
+    """
     params = inspect.signature(model_class.__init__).parameters.values()
-    return [p.name for p in params if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+
+
+def _option_error(entry: ModelEntry, key: str, problem: str) -> str:
+    note = getattr(entry.model_class, "options_note", "")
+    # Suggest only for typos: drop_path_rate is a real option elsewhere, not a misspelt drop_rate.
+    known = {k for e in _REGISTRY.values() for k in _accepted_kwargs(e.model_class)}
+    close = [] if key in known else difflib.get_close_matches(key, entry.options, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (
+        f"{entry.name} {problem}{hint}; accepted arguments: {', '.join(entry.options)} "
+        f"({entry.family} family{': ' + note if note else ''})"
+    )

@@ -50,7 +50,6 @@ class BasicBlock(nn.Module):
         se: bool = False,
         drop_path: float = 0.0,
         residual: bool = True,
-        stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
@@ -186,7 +185,9 @@ class ResNet(ClassifierModel):
         stem: ``"default"`` (7x7 conv) or ``"deep"`` (three 3x3 convs, ResNet-C/D).
         stem_width: channels of the deep stem's first convs.
         avg_down: average-pool shortcut instead of a strided 1x1 conv (ResNet-D).
-        stride_in_1x1: the paper's v1 stride placement (default is v1.5, stride in the 3x3).
+        stride_in_1x1: the paper's v1 stride placement, in the first 1x1 conv of a Bottleneck
+            (default: v1.5, stride in the 3x3, as torchvision). Bottleneck only: a BasicBlock
+            has no 1x1 conv, so v1 and v1.5 are the same net there.
         se: squeeze-and-excitation in every block.
         zero_init_last: zero the last BN of each block so blocks start as identities.
         residual: False removes every shortcut (the paper's plain nets).
@@ -221,6 +222,13 @@ class ResNet(ClassifierModel):
             raise ValueError(f"unknown stem {stem!r}; allowed: 'default', 'deep'")
         if len(layers) != 4:
             raise ValueError(f"an ImageNet ResNet has 4 stages, got layers={list(layers)}")
+        _check_shortcut_options(residual, zero_init_last, drop_path_rate, avg_down=avg_down)
+        if stride_in_1x1 and block is not Bottleneck:
+            # Accepting it silently would let a user believe they built a v1 ResNet-18/34.
+            raise ValueError(
+                "stride_in_1x1=True applies to Bottleneck ResNets (50 layers and deeper): a BasicBlock "
+                "has no 1x1 conv and already strides in its first 3x3, so v1 and v1.5 are the same net"
+            )
         self.in_chans = in_chans
         act_layer = get_act_layer(activation)
         norm_layer = get_norm_layer(norm)
@@ -244,8 +252,10 @@ class ResNet(ClassifierModel):
 
         block_kwargs = dict(
             groups=groups, base_width=base_width, norm_layer=norm_layer, act_layer=act_layer,
-            conv_bias=conv_bias, se=se, residual=residual, stride_in_1x1=stride_in_1x1,
+            conv_bias=conv_bias, se=se, residual=residual,
         )
+        if block is Bottleneck:
+            block_kwargs["stride_in_1x1"] = stride_in_1x1
         drop_paths = _drop_path_rates(drop_path_rate, layers)
         stages = []
         for i, (width, n) in enumerate(zip(widths, layers)):
@@ -311,6 +321,23 @@ def _drop_path_rates(rate: float, layers: Sequence[int]) -> list[list[float]]:
     return out
 
 
+def _check_shortcut_options(residual: bool, zero_init_last: bool, drop_path_rate: float, **shortcut_options) -> None:
+    """Refuse options that act on shortcuts or residual branches when there are none.
+
+    A plain net (residual=False) would silently ignore them: zero_init_last would zero every
+    block's output, stochastic depth drops a residual branch, and the shortcut options shape
+    a shortcut that does not exist.
+    """
+    if residual:
+        return
+    options = {"zero_init_last": zero_init_last, "drop_path_rate": drop_path_rate, **shortcut_options}
+    given = [k for k, v in options.items() if v]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} act on shortcuts and residual branches; a plain net (residual=False) has none"
+        )
+
+
 def _check_common(num_classes: int, in_chans: int, drop_rate: float, drop_path_rate: float, width_mult: float) -> None:
     if not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
@@ -357,109 +384,134 @@ def resnet152(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 8, 36, 3], **kwargs)
 
 
+def _resnet_v1(layers: Sequence[int], name: str, kwargs: dict) -> ResNet:
+    # The name fixes the stride placement, as vgg16_bn fixes batch_norm.
+    given = kwargs.setdefault("stride_in_1x1", True)
+    if given is not True:
+        raise TypeError(f"{name} has stride_in_1x1=True; use {name.removesuffix('_v1')} for the v1.5 placement")
+    return ResNet(Bottleneck, layers, **kwargs)
+
+
+@register_model("resnet", ResNet, fixed=("stride_in_1x1",))
+def resnet50_v1(**kwargs) -> ResNet:
+    """ResNet-50 v1 (He et al. 2015 as published): stride in the first 1x1 conv; torchvision's weights load."""
+    return _resnet_v1([3, 4, 6, 3], "resnet50_v1", kwargs)
+
+
+@register_model("resnet", ResNet, fixed=("stride_in_1x1",))
+def resnet101_v1(**kwargs) -> ResNet:
+    """ResNet-101 v1 (He et al. 2015): stride in the first 1x1 conv, Bottleneck [3, 4, 23, 3]."""
+    return _resnet_v1([3, 4, 23, 3], "resnet101_v1", kwargs)
+
+
+@register_model("resnet", ResNet, fixed=("stride_in_1x1",))
+def resnet152_v1(**kwargs) -> ResNet:
+    """ResNet-152 v1 (He et al. 2015): stride in the first 1x1 conv, Bottleneck [3, 8, 36, 3]."""
+    return _resnet_v1([3, 8, 36, 3], "resnet152_v1", kwargs)
+
+
 def _resnet_d(block, layers, kwargs) -> ResNet:
-    kwargs.setdefault("stem", "deep")
-    kwargs.setdefault("avg_down", True)
-    return ResNet(block, layers, **kwargs)
+    # The deep stem and average-pool shortcuts are what "-D" means: not overridable.
+    return ResNet(block, layers, stem="deep", avg_down=True, **kwargs)
 
 
-@register_model("resnet-d", ResNet)
+@register_model("resnet-d", ResNet, fixed=("stem", "avg_down"))
 def resnet18d(**kwargs) -> ResNet:
     """ResNet-18-D (He et al. 2019): deep 3x3 stem and average-pool shortcuts (timm names)."""
     return _resnet_d(BasicBlock, [2, 2, 2, 2], kwargs)
 
 
-@register_model("resnet-d", ResNet)
+@register_model("resnet-d", ResNet, fixed=("stem", "avg_down"))
 def resnet34d(**kwargs) -> ResNet:
     """ResNet-34-D (He et al. 2019)."""
     return _resnet_d(BasicBlock, [3, 4, 6, 3], kwargs)
 
 
-@register_model("resnet-d", ResNet)
+@register_model("resnet-d", ResNet, fixed=("stem", "avg_down"))
 def resnet50d(**kwargs) -> ResNet:
     """ResNet-50-D (He et al. 2019)."""
     return _resnet_d(Bottleneck, [3, 4, 6, 3], kwargs)
 
 
-@register_model("resnet-d", ResNet)
+@register_model("resnet-d", ResNet, fixed=("stem", "avg_down"))
 def resnet101d(**kwargs) -> ResNet:
     """ResNet-101-D (He et al. 2019)."""
     return _resnet_d(Bottleneck, [3, 4, 23, 3], kwargs)
 
 
-@register_model("resnet-d", ResNet)
+@register_model("resnet-d", ResNet, fixed=("stem", "avg_down"))
 def resnet152d(**kwargs) -> ResNet:
     """ResNet-152-D (He et al. 2019)."""
     return _resnet_d(Bottleneck, [3, 8, 36, 3], kwargs)
 
 
-@register_model("se-resnet", ResNet)
+@register_model("se-resnet", ResNet, fixed=("se",))
 def seresnet18(**kwargs) -> ResNet:
     """SE-ResNet-18 (Hu et al. 2018), reduction 16."""
     return ResNet(BasicBlock, [2, 2, 2, 2], se=True, **kwargs)
 
 
-@register_model("se-resnet", ResNet)
+@register_model("se-resnet", ResNet, fixed=("se",))
 def seresnet34(**kwargs) -> ResNet:
     """SE-ResNet-34 (Hu et al. 2018)."""
     return ResNet(BasicBlock, [3, 4, 6, 3], se=True, **kwargs)
 
 
-@register_model("se-resnet", ResNet)
+@register_model("se-resnet", ResNet, fixed=("se",))
 def seresnet50(**kwargs) -> ResNet:
     """SE-ResNet-50 (Hu et al. 2018)."""
     return ResNet(Bottleneck, [3, 4, 6, 3], se=True, **kwargs)
 
 
-@register_model("se-resnet", ResNet)
+@register_model("se-resnet", ResNet, fixed=("se",))
 def seresnet101(**kwargs) -> ResNet:
     """SE-ResNet-101 (Hu et al. 2018)."""
     return ResNet(Bottleneck, [3, 4, 23, 3], se=True, **kwargs)
 
 
-@register_model("se-resnet", ResNet)
+@register_model("se-resnet", ResNet, fixed=("se",))
 def seresnet152(**kwargs) -> ResNet:
     """SE-ResNet-152 (Hu et al. 2018)."""
     return ResNet(Bottleneck, [3, 8, 36, 3], se=True, **kwargs)
 
 
-@register_model("resnext", ResNet)
+@register_model("resnext", ResNet, fixed=("groups", "base_width"))
 def resnext50_32x4d(**kwargs) -> ResNet:
     """ResNeXt-50 32x4d (Xie et al. 2017): 32 groups of width 4."""
     return ResNet(Bottleneck, [3, 4, 6, 3], groups=32, base_width=4, **kwargs)
 
 
-@register_model("resnext", ResNet)
+@register_model("resnext", ResNet, fixed=("groups", "base_width"))
 def resnext101_32x8d(**kwargs) -> ResNet:
     """ResNeXt-101 32x8d (Xie et al. 2017)."""
     return ResNet(Bottleneck, [3, 4, 23, 3], groups=32, base_width=8, **kwargs)
 
 
-@register_model("resnext", ResNet)
+@register_model("resnext", ResNet, fixed=("groups", "base_width"))
 def resnext101_64x4d(**kwargs) -> ResNet:
     """ResNeXt-101 64x4d (Xie et al. 2017)."""
     return ResNet(Bottleneck, [3, 4, 23, 3], groups=64, base_width=4, **kwargs)
 
 
-@register_model("wide-resnet", ResNet)
+@register_model("wide-resnet", ResNet, fixed=("base_width",))
 def wide_resnet50_2(**kwargs) -> ResNet:
     """Wide ResNet-50-2 (Zagoruyko & Komodakis 2016): bottleneck twice as wide."""
     return ResNet(Bottleneck, [3, 4, 6, 3], base_width=128, **kwargs)
 
 
-@register_model("wide-resnet", ResNet)
+@register_model("wide-resnet", ResNet, fixed=("base_width",))
 def wide_resnet101_2(**kwargs) -> ResNet:
     """Wide ResNet-101-2 (Zagoruyko & Komodakis 2016)."""
     return ResNet(Bottleneck, [3, 4, 23, 3], base_width=128, **kwargs)
 
 
-@register_model("plain", ResNet)
+@register_model("plain", ResNet, fixed=("residual",))
 def plain18(**kwargs) -> ResNet:
     """Plain-18 (He et al. 2015, Table 2): ResNet-18 with every shortcut removed."""
     return ResNet(BasicBlock, [2, 2, 2, 2], residual=False, **kwargs)
 
 
-@register_model("plain", ResNet)
+@register_model("plain", ResNet, fixed=("residual",))
 def plain34(**kwargs) -> ResNet:
     """Plain-34 (He et al. 2015, Figure 3 middle): ResNet-34 without shortcuts."""
     return ResNet(BasicBlock, [3, 4, 6, 3], residual=False, **kwargs)
