@@ -96,6 +96,8 @@ class InputSpec(ABC):
     kind: ClassVar[str]
     # Files this kind reads, for expanding a folder given to predict.
     file_extensions: ClassVar[tuple[str, ...]] = ()
+    # How a user makes inputs larger when a model needs more ({n}: the model's minimum side).
+    resize_hint: ClassVar[str] = ""
     in_chans: int
 
     @property

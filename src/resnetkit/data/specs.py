@@ -38,6 +38,7 @@ class ImageInputSpec(InputSpec):
 
     kind = "image"
     file_extensions = IMAGE_EXTENSIONS
+    resize_hint = "resize with --img-size {n}"
 
     def __post_init__(self) -> None:
         self.image_size = tuple(int(s) for s in self.image_size)
@@ -119,6 +120,7 @@ class AudioInputSpec(InputSpec):
 
     kind = "audio"
     file_extensions = AUDIO_EXTENSIONS
+    resize_hint = "more mel bands (--n-mels) or frames (--clip-seconds) make the features larger"
 
     def __post_init__(self) -> None:
         if not isinstance(self.features, FeatureConfig):

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..data import BatchOptions, InputSpec, as_labelled_data
+from ..models import check_input_size
 from ..runtime import distributed
 from ..runtime.device import autocast, precision_name, resolve_device, resolve_precision
 from ..runtime.files import save_json, save_text
@@ -93,6 +94,8 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model  # the plain module: checkpoints, EMA and evaluation use it
         self.input_spec = input_spec or self.train_data.input_spec(model, cfg.img_size)
+        if getattr(model, "data_config", None) is not None:  # a resnetkit model: say if the input is too small
+            check_input_size(model, self.input_spec.input_size, hint=self.input_spec.resize_hint)
         self.augment = augment if augment is not None else self.train_data.augment_config(cfg.augment, cfg.augment_args)
         workers = cfg.workers if cfg.workers is not None else min(8, torch.get_num_threads())
         num_classes = len(self.classes) or getattr(model, "num_classes", None)
