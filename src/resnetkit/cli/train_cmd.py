@@ -158,8 +158,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume and args.auto_resume:
         raise ValueError("give --resume RUN_DIR or --auto-resume, not both")
-    config = build_config(args.recipe, config_overrides(args))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    recipe = args.recipe
+    if recipe is None and args.data and not args.resume:
+        from resnetkit.data.resolve import kind_of
+
+        # A kind of input may bring its own default (audio: a speech recipe, not the image one).
+        recipe = kind_of(args.data).default_recipe
+        if recipe:
+            logging.getLogger(__name__).info("%s is %s data: recipe %s (flags override it; --recipe picks another)",
+                                             args.data, kind_of(args.data).name, recipe)
+    config = build_config(recipe, config_overrides(args))
     try:
         summary = train(config, resume="auto" if args.auto_resume else args.resume, overwrite=args.overwrite)
     except TrainingInterrupted as stop:

@@ -370,10 +370,8 @@ class Trainer:
         finally:
             signal.signal(signal.SIGINT, previous)
 
-    def checkpoint_state(self) -> dict:
-        rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+    def _run_description(self) -> dict:
+        """What every checkpoint of the run carries to rebuild its model and input pipeline."""
         return {
             "model_name": getattr(self.model, "model_name", type(self.model).__name__),
             "model_args": {**self.model_args, "num_classes": len(self.classes),
@@ -381,6 +379,14 @@ class Trainer:
             "classes": list(self.classes),
             "input": self.input_spec.to_dict(),
             "config": self.config.to_dict(),
+        }
+
+    def checkpoint_state(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            **self._run_description(),
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(),
@@ -483,12 +489,7 @@ class Trainer:
     def best_checkpoint_state(self) -> dict:
         """What best.pt holds: the best epoch's serving weights (the EMA's when kept) and the run's description."""
         return {
-            "model_name": getattr(self.model, "model_name", type(self.model).__name__),
-            "model_args": {**self.model_args, "num_classes": len(self.classes),
-                           "in_chans": getattr(self.model, "in_chans", None)},
-            "classes": list(self.classes),
-            "input": self.input_spec.to_dict(),
-            "config": self.config.to_dict(),
+            **self._run_description(),
             "model": self._best_weights,
             "ema": None,
             "epoch": self.best_epoch,

@@ -280,11 +280,7 @@ def plot_spectrograms(
     if len(labels) != array.shape[0]:
         raise ValueError(f"labels must have one entry per spectrogram ({array.shape[0]}), got {len(labels)}")
 
-    count = min(array.shape[0], MAX_SPECTROGRAMS)
-    cols = min(ncols, count)
-    rows = math.ceil(count / cols)
-    fig = _new_figure(3.2 * cols + (0.6 * cols if colorbar else 0.0), 2.6 * rows + (0.4 if title else 0.0))
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    count, cols, fig, axes = _grid(array.shape[0], ncols, 3.2 + (0.6 if colorbar else 0.0), 2.6, title)
     for index, ax in enumerate(axes):
         if index >= count:
             ax.set_axis_off()
@@ -303,6 +299,15 @@ def plot_spectrograms(
     return _save(fig, path)
 
 
+def _grid(n: int, ncols: int, cell_width: float, cell_height: float, title: Optional[str]):
+    """(panels drawn, columns, figure, flat axes) for a grid of at most MAX_SPECTROGRAMS panels."""
+    count = min(n, MAX_SPECTROGRAMS)
+    cols = min(ncols, count)
+    rows = math.ceil(count / cols)
+    fig = _new_figure(cell_width * cols, cell_height * rows + (0.4 if title else 0.0))
+    return count, cols, fig, np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+
+
 def plot_images(images: Any, labels: Sequence[str], path: PathLike, ncols: int = 5, title: Optional[str] = None) -> Path:
     """Grid of images, (N, C, H, W) floats in [0, 1] with C 1 or 3, each titled with its label (at most 16)."""
     _check_path(path)
@@ -313,11 +318,7 @@ def plot_images(images: Any, labels: Sequence[str], path: PathLike, ncols: int =
         raise ValueError(f"images must have shape (N, 1 or 3, H, W), got {array.shape}")
     if len(labels) != array.shape[0]:
         raise ValueError(f"labels must have one entry per image ({array.shape[0]}), got {len(labels)}")
-    count = min(array.shape[0], MAX_SPECTROGRAMS)
-    cols = min(ncols, count)
-    rows = math.ceil(count / cols)
-    fig = _new_figure(1.9 * cols, 2.1 * rows + (0.4 if title else 0.0))
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    count, _, fig, axes = _grid(array.shape[0], ncols, 1.9, 2.1, title)
     for index, ax in enumerate(axes):
         ax.set_axis_off()
         if index >= count:
