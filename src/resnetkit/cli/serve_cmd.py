@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="largest upload accepted (413 above)")
     p.add_argument("--timeout-s", type=float, default=DEFAULTS.timeout_s, help="504 for a request not answered by then")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, help="torch threads of the model worker (default: torch's, one per core)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.add_argument("--no-access-log", action="store_true", help="no line per request (load tests)")
 
@@ -38,10 +39,20 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
     config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                          max_upload_bytes=int(args.max_upload_mb * 2**20), timeout_s=args.timeout_s).validate()
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     loaded = load_for_serving(args.checkpoint, device=args.device)
     app = create_app(loaded, config)
     print(f"serving {loaded.model_name} ({len(loaded.classes)} {loaded.kind} classes) on http://{args.host}:{args.port}/ "
           f"(API docs at /docs; max batch {config.max_batch}, max wait {config.max_wait_ms:g} ms)", flush=True)
-    serve(app, args.host, args.port, access_log=not args.no_access_log, log_level=args.log_level,
-          max_queue=config.max_queue)
+    try:
+        serve(app, args.host, args.port, access_log=not args.no_access_log, log_level=args.log_level,
+              max_queue=config.max_queue)
+    except KeyboardInterrupt:  # uvicorn shuts down gracefully, then re-raises the signal: Ctrl-C is how a server stops
+        pass
+    print("server stopped", flush=True)
     return 0

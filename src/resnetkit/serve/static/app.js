@@ -91,11 +91,13 @@ function colour(v) {  // 0..1 -> dark blue, purple, orange, yellow (a magma-like
 async function drawSpectrogram(file) {
   const canvas = $("spectrogram");
   const rate = 16000, size = 512, hop = 128;
+  // Up to the model's Nyquist frequency (4 kHz for 8 kHz models): above it the model sees nothing.
+  const topHz = Math.min(rate / 2, model && model.input.sample_rate ? model.input.sample_rate / 2 : rate / 2);
   const context = new OfflineAudioContext(1, 1, rate);
   const audio = await context.decodeAudioData(await file.arrayBuffer());
   const wave = audio.getChannelData(0);
   const frames = Math.max(1, Math.floor((wave.length - size) / hop) + 1);
-  const bins = size / 2;
+  const bins = Math.round((size / 2) * topHz / (rate / 2));
   const db = new Float32Array(frames * bins);
   const window = Float32Array.from({ length: size }, (_, i) => 0.5 - 0.5 * Math.cos(2 * Math.PI * i / size));
   let top = -Infinity;
@@ -126,8 +128,8 @@ async function drawSpectrogram(file) {
   ctx.putImageData(image, left, 6);
   ctx.fillStyle = "#333";
   ctx.font = "11px sans-serif";
-  for (const hz of [0, 2000, 4000, 6000, 8000]) {
-    const y = 6 + h - (hz / (rate / 2)) * h;
+  for (const hz of [0, 1000, 2000, 3000, 4000, 6000, 8000].filter((f) => f <= topHz)) {
+    const y = 6 + h - (hz / topHz) * h;
     ctx.fillText(hz >= 1000 ? `${hz / 1000}k` : `${hz}`, 4, Math.min(Math.max(y + 4, 12), 6 + h));
   }
   const seconds = wave.length / rate;
@@ -135,7 +137,7 @@ async function drawSpectrogram(file) {
     ctx.fillText(`${s.toFixed(2)}`, left + (s / seconds) * w - 10, canvas.height - 12);
   }
   ctx.fillText("time (s)", left + w / 2 - 20, canvas.height - 1);
-  ctx.fillText("Hz", 4, 18 + h / 2);
+  ctx.fillText("Hz", 24, canvas.height - 12);
   canvas.hidden = false;
 }
 
