@@ -161,10 +161,13 @@ def measure(checkpoint: str, bodies: list[bytes], clients: list[int], counts: li
     return rows
 
 
-def files_of(folder: Path, pattern: str, count: int, seed: int = 0) -> list[bytes]:
-    paths = sorted(folder.rglob(pattern))
+FILE_TYPES = (".jpg", ".jpeg", ".png", ".wav", ".flac", ".ogg")
+
+
+def files_of(folder: Path, count: int, seed: int = 0) -> list[bytes]:
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in FILE_TYPES)
     if not paths:
-        raise SystemExit(f"no {pattern} files under {folder}")
+        raise SystemExit(f"no image or audio files ({', '.join(FILE_TYPES)}) under {folder}")
     random.Random(seed).shuffle(paths)
     return [p.read_bytes() for p in paths[:count]]
 
@@ -181,8 +184,8 @@ def table(name: str, rows: list[dict]) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="image run (resnet20 on CIFAR-10)")
-    p.add_argument("--files", required=True, help="folder of JPEGs to send (cifar10/train)")
+    p.add_argument("--checkpoint", required=True, help="a run (resnet20 on CIFAR-10 for the targets)")
+    p.add_argument("--files", required=True, help="folder of files to send (cifar10/train)")
     p.add_argument("--audio-checkpoint", help="audio run (FSDD)")
     p.add_argument("--audio-files", help="folder of WAVs to send (fsdd/recordings)")
     p.add_argument("--clients", default="1,8,32")
@@ -198,9 +201,9 @@ def main() -> int:
     results = {"uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
                "cpus": os.cpu_count(), "max_wait_ms": args.max_wait_ms, "runs": {}}
     print(f"machine: {os.cpu_count()} CPUs; {results['uptime']}", flush=True)
-    jobs = [("image", args.checkpoint, files_of(Path(args.files), "*.jpg", 2000), args.requests)]
+    jobs = [("image", args.checkpoint, files_of(Path(args.files), 2000), args.requests)]
     if args.audio_checkpoint:
-        jobs.append(("audio", args.audio_checkpoint, files_of(Path(args.audio_files), "*.wav", 500), args.audio_requests))
+        jobs.append(("audio", args.audio_checkpoint, files_of(Path(args.audio_files), 500), args.audio_requests))
     for kind, checkpoint, bodies, counts in jobs:
         print(f"{kind}: {checkpoint}, {len(bodies)} distinct files", flush=True)
         counts = [int(c) for c in counts.split(",")]

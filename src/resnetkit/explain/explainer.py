@@ -46,7 +46,8 @@ class ExplainedInput:
         method = "Grad-CAM++" if self.method == "gradcam++" else "Grad-CAM"
         return dict(background=self.background, cam=self.cam,
                     top_k=[(t["class"], t["probability"]) for t in self.top_k], style=self.style,
-                    target=self.target, title=f"{name}: {method} of class '{self.target}' at {self.layer}",
+                    target=self.target, method=method,
+                    title=f"{name}: {method} of class '{self.target}' at {self.layer}",
                     **self.axes)
 
     def save(self, path: str | Path) -> Path:

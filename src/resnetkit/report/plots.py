@@ -467,6 +467,7 @@ def _explanation_figure(
     duration_s: Optional[float] = None,
     ylabel: str = "mel band",
     yticks: Sequence[tuple[float, str]] = (),
+    method: str = "Grad-CAM",
 ) -> Figure:
     background = np.asarray(background, dtype=np.float32)
     cam = np.asarray(cam, dtype=np.float32)
@@ -509,7 +510,7 @@ def _explanation_figure(
             if yticks:
                 ax.set_yticks([position for position, _ in yticks], [label for _, label in yticks])
     fig.colorbar(heat, ax=ax_cam, fraction=0.046, pad=0.03, label="class activation")
-    ax_cam.set_title(f"Grad-CAM: {target}" if target else "Grad-CAM", fontsize=10)
+    ax_cam.set_title(f"{method}: {target}" if target else method, fontsize=10)
 
     names = [str(name) for name, _ in top_k][::-1]
     probs = [float(p) for _, p in top_k][::-1]
@@ -533,7 +534,7 @@ def plot_explanation(path: PathLike, background: Any, cam: Any, top_k: Sequence[
     in dB (``style="spectrogram"``, drawn with low frequencies at the bottom; ``duration_s``
     labels the time axis in seconds, ``yticks`` places (band, label) pairs such as Hz on
     the frequency axis). ``cam``: (H, W) or (F, T) in [0, 1]. ``top_k``: (class, probability)
-    pairs, best first; ``target`` (the explained class) is drawn in red.
+    pairs, best first; ``target`` (the explained class) is drawn in red; ``method`` names the map.
     """
     _check_path(path)
     return _save(_explanation_figure(background, cam, top_k, **kwargs), path)

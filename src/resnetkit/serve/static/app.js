@@ -130,14 +130,13 @@ async function drawSpectrogram(file) {
   ctx.font = "11px sans-serif";
   for (const hz of [0, 1000, 2000, 3000, 4000, 6000, 8000].filter((f) => f <= topHz)) {
     const y = 6 + h - (hz / topHz) * h;
-    ctx.fillText(hz >= 1000 ? `${hz / 1000}k` : `${hz}`, 4, Math.min(Math.max(y + 4, 12), 6 + h));
+    ctx.fillText(hz >= 1000 ? `${hz / 1000} kHz` : `${hz}`, 4, Math.min(Math.max(y + 4, 12), 6 + h));
   }
   const seconds = wave.length / rate;
   for (let s = 0; s <= seconds + 1e-9; s += seconds > 2 ? 1 : 0.25) {
     ctx.fillText(`${s.toFixed(2)}`, left + (s / seconds) * w - 10, canvas.height - 12);
   }
   ctx.fillText("time (s)", left + w / 2 - 20, canvas.height - 1);
-  ctx.fillText("Hz", 24, canvas.height - 12);
   canvas.hidden = false;
 }
 
