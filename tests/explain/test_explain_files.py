@@ -36,6 +36,7 @@ def test_target_by_name_or_index(image_run, data_path):
     (by_name,) = explain_inputs(run, [file], target="frog", method="gradcam++")
     (by_index,) = explain_inputs(run, [file], target=str(run.classes.index("frog")), method="gradcam++")
     assert by_name.target == by_index.target == "frog"
+    assert 0 < by_name.target_probability < 1
     np.testing.assert_allclose(by_name.cam, by_index.cam)
     assert class_index(["0", "1", "2"], "2") == 2  # FSDD's classes are digits: names first
     with pytest.raises(ValueError, match="unknown target class 'zebra'.*airplane"):
@@ -54,3 +55,16 @@ def test_audio_is_drawn_on_its_log_mel_spectrogram(audio_run, fsdd_recordings, t
     assert "1k" in labels and labels == sorted(labels, key=lambda s: float(s.rstrip("k")) * (1000 if "k" in s else 1))
     assert result.background.max() > result.background.min() + 20, "dB values, not normalized features"
     assert result.save(tmp_path / "clip.png").stat().st_size > 10_000
+
+
+def test_plot_explanation_checks_its_arguments(tmp_path):
+    from resnetkit.report.plots import plot_explanation
+
+    image, cam = np.zeros((8, 8, 3)), np.zeros((8, 8))
+    with pytest.raises(ValueError, match="must match"):
+        plot_explanation(tmp_path / "x.png", image, np.zeros((4, 4)), [("a", 1.0)])
+    with pytest.raises(ValueError, match="style"):
+        plot_explanation(tmp_path / "x.png", image, cam, [("a", 1.0)], style="video")
+    with pytest.raises(ValueError, match="at least one"):
+        plot_explanation(tmp_path / "x.png", image, cam, [])
+    assert plot_explanation(tmp_path / "x.png", image, cam, [("a", 0.7), ("b", 0.3)], target="b").exists()

@@ -71,6 +71,11 @@ def _check_page(browser, run_dir: Path, file: Path, screenshot: Path) -> str:
             page.wait_for_function("document.getElementById('overlay').complete && "
                                    "document.getElementById('overlay').naturalWidth > 500", timeout=120_000)
             assert page.is_visible("#overlay") and not page.is_visible("#error")
+            if file.suffix == ".wav":  # the clip as a spectrogram drawn by the page (Web Audio decodes it)
+                page.wait_for_selector("#spectrogram", state="visible", timeout=30_000)
+                assert not page.is_visible("#preview")
+            else:
+                assert page.is_visible("#preview") and not page.is_visible("#spectrogram")
             page.screenshot(path=str(screenshot), full_page=True)
 
             # A file that is no image: the API's 415 message, shown as text.

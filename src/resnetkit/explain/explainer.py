@@ -31,6 +31,7 @@ class ExplainedInput:
     source: str
     error: Optional[str] = None
     target: Optional[str] = None  # the class the map explains
+    target_probability: Optional[float] = None
     top_k: list[dict] = field(default_factory=list)  # {"class", "index", "probability"}, best first
     cam: Optional[np.ndarray] = None  # (H, W) in [0, 1]
     background: Optional[np.ndarray] = None  # image (H, W, C) in [0, 1], or spectrogram (F, T)
@@ -44,8 +45,12 @@ class ExplainedInput:
             raise ValueError(f"{self.source}: nothing to draw: {self.error}")
         name = Path(self.source).name if self.source not in ("upload", "tensor") else self.source
         method = "Grad-CAM++" if self.method == "gradcam++" else "Grad-CAM"
-        return dict(background=self.background, cam=self.cam,
-                    top_k=[(t["class"], t["probability"]) for t in self.top_k], style=self.style,
+        bars = [(t["class"], t["probability"]) for t in self.top_k]
+        bars_title = f"top {len(bars)} classes"
+        if self.target not in [name for name, _ in bars] and self.target_probability is not None:
+            bars.append((self.target, self.target_probability))  # an explained class outside the top k
+            bars_title += " and the explained class"
+        return dict(background=self.background, cam=self.cam, top_k=bars, style=self.style, bars_title=bars_title,
                     target=self.target, method=method,
                     title=f"{name}: {method} of class '{self.target}' at {self.layer}",
                     **self.axes)
@@ -127,6 +132,7 @@ def explain_inputs(run: Any, items: Sequence[Any], target: Any = None, method: s
             explained = int(found.targets[row])
             results.append(ExplainedInput(
                 source=name, target=classes[explained],
+                target_probability=float(found.probabilities[row, explained]),
                 top_k=[{"class": classes[i], "index": int(i), "probability": float(p)} for p, i in zip(probs, idx)],
                 cam=found.maps[row].cpu().numpy(), background=backgrounds[row], style=style,
                 method=method, layer=found.layer, axes=axes))

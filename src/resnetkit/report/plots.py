@@ -468,6 +468,7 @@ def _explanation_figure(
     ylabel: str = "mel band",
     yticks: Sequence[tuple[float, str]] = (),
     method: str = "Grad-CAM",
+    bars_title: Optional[str] = None,
 ) -> Figure:
     background = np.asarray(background, dtype=np.float32)
     cam = np.asarray(cam, dtype=np.float32)
@@ -520,7 +521,7 @@ def _explanation_figure(
     ax_bar.set_xlim(0.0, 1.0)
     ax_bar.xaxis.set_major_formatter(PercentFormatter(1.0))
     ax_bar.bar_label(bars, labels=[f"{p:.1%}" for p in probs], padding=2, fontsize=8)
-    ax_bar.set_title(f"top {len(names)} classes", fontsize=10)
+    ax_bar.set_title(bars_title or f"top {len(names)} classes", fontsize=10)
     ax_bar.spines[["top", "right"]].set_visible(False)
     if title:
         fig.suptitle(title, fontsize=11)
