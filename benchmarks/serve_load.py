@@ -152,7 +152,8 @@ def measure(checkpoint: str, bodies: list[bytes], clients: list[int], counts: li
                            load_before=[round(v, 2) for v in load_before],
                            load_after=[round(v, 2) for v in os.getloadavg()])
                 rows.append(row)
-                print(f"  {mode:8s} {n_clients:3d} clients: {row['requests_per_s']:7.1f} req/s  p50 {row['p50_ms']:6.1f} ms"
+                print(f"  {mode:8s} {n_clients:3d} clients: {row['requests_per_s']:7.1f} req/s"
+                      f"  p50 {row['p50_ms']:6.1f} ms"
                       f"  p95 {row['p95_ms']:6.1f}  p99 {row['p99_ms']:6.1f}  mean batch {row['mean_batch']:5.2f}"
                       f"  errors {row['errors']}  load {row['load_before'][0]:.2f}", flush=True)
         finally:
@@ -173,7 +174,8 @@ def files_of(folder: Path, count: int, seed: int = 0) -> list[bytes]:
 
 
 def table(name: str, rows: list[dict]) -> str:
-    lines = [f"{name}", "", "| server | clients | requests | errors | req/s | p50 ms | p95 ms | p99 ms | mean batch | load (1 min) |",
+    lines = [f"{name}", "",
+             "| server | clients | requests | errors | req/s | p50 ms | p95 ms | p99 ms | mean batch | load (1 min) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         server = "batching (max 32)" if r["mode"] == "batched" else "one at a time (--max-batch 1)"

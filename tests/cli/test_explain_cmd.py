@@ -18,7 +18,8 @@ def test_writes_one_png_per_file(image_run, data_path, tmp_path, capsys):
     for row in rows:
         assert len(row["top_k"]) == 3 and row["target"] == row["top_k"][0]["class"]
         assert Image.open(row["png"]).format == "PNG"
-    assert sorted(p.name for p in out.iterdir()) == sorted(f.split("/")[-1].replace(".jpg", ".gradcam.png") for f in files)
+    expected = sorted(f.split("/")[-1].replace(".jpg", ".gradcam.png") for f in files)
+    assert sorted(p.name for p in out.iterdir()) == expected
 
 
 def test_target_and_method(image_run, data_path, tmp_path, capsys):

@@ -107,7 +107,8 @@ def _peak_in_square(model, x, corners, method):
     maps = explain(model, x, method=method)
     peaks = maps.flatten(1).argmax(1)
     rows, cols = peaks // 32, peaks % 32
-    inside = (rows >= corners[:, 0]) & (rows < corners[:, 0] + SQUARE) & (cols >= corners[:, 1]) & (cols < corners[:, 1] + SQUARE)
+    top, left = corners[:, 0], corners[:, 1]
+    inside = (rows >= top) & (rows < top + SQUARE) & (cols >= left) & (cols < left + SQUARE)
     return inside.float().mean().item()
 
 

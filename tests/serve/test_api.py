@@ -6,7 +6,6 @@ request; concurrent distinct inputs each get their own answer.
 
 from __future__ import annotations
 
-import io
 import struct
 import time
 import zlib

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     loaded = load_for_serving(args.checkpoint, device=args.device)
     app = create_app(loaded, config)
-    print(f"serving {loaded.model_name} ({len(loaded.classes)} {loaded.kind} classes) on http://{args.host}:{args.port}/ "
+    print(f"serving {loaded.model_name} ({len(loaded.classes)} {loaded.kind} classes) "
+          f"on http://{args.host}:{args.port}/ "
           f"(API docs at /docs; max batch {config.max_batch}, max wait {config.max_wait_ms:g} ms)", flush=True)
     try:
         serve(app, args.host, args.port, access_log=not args.no_access_log, log_level=args.log_level,

@@ -91,7 +91,8 @@ def _targets(target: Target, logits: torch.Tensor) -> torch.Tensor:
         t = t.long()
     bad = t[(t < 0) | (t >= num_classes)]
     if len(bad):
-        raise ValueError(f"target class {int(bad[0])} out of range: the model has {num_classes} classes (0..{num_classes - 1})")
+        raise ValueError(f"target class {int(bad[0])} out of range: "
+                         f"the model has {num_classes} classes (0..{num_classes - 1})")
     return t
 
 

@@ -528,7 +528,8 @@ def _explanation_figure(
     return fig
 
 
-def plot_explanation(path: PathLike, background: Any, cam: Any, top_k: Sequence[tuple[str, float]], **kwargs: Any) -> Path:
+def plot_explanation(path: PathLike, background: Any, cam: Any, top_k: Sequence[tuple[str, float]],
+                     **kwargs: Any) -> Path:
     """The input, its class-activation map over it and the top-k classes, side by side.
 
     ``background``: an image (H, W, C) in [0, 1] (``style="image"``) or a spectrogram (F, T)

@@ -85,7 +85,8 @@ UPLOAD_BODY = {
     }
 }
 ERRORS = {
-    400: {"model": ErrorMessage, "description": "empty, corrupt or unreadable file (decompression bomb, absurd header)"},
+    400: {"model": ErrorMessage,
+          "description": "empty, corrupt or unreadable file (decompression bomb, absurd header)"},
     413: {"model": ErrorMessage, "description": "upload above the size limit"},
     415: {"model": ErrorMessage, "description": "not an image or audio file, or not the kind the model reads"},
     503: {"model": ErrorMessage, "description": "the request queue is full; retry after Retry-After seconds"},
@@ -205,15 +206,16 @@ def create_app(loaded: Any, config: ServeConfig = ServeConfig()) -> FastAPI:
         return await guarded(request, work)
 
     @app.post("/v1/explain", responses={200: {"content": {"image/png": {}}, "description": "the Grad-CAM PNG"},
-                                        409: {"model": ErrorMessage, "description": "an exported model: no explanations"},
+                                        409: {"model": ErrorMessage,
+                                              "description": "an exported model: no explanations"},
                                         **ERRORS},
               response_class=Response, openapi_extra=UPLOAD_BODY,
               summary="Grad-CAM of one image or audio file, as a PNG")
     async def explain(request: Request,
-                      target: Optional[str] = Query(None, description="class name or index (default: the predicted class)"),
+                      target: Optional[str] = Query(
+                          None, description="class name or index (default: the predicted class)"),
                       method: str = Query("gradcam", pattern="^(gradcam|gradcam\\+\\+)$"),
                       top_k: int = Query(config.top_k, ge=1)) -> Any:
-        nonlocal pending_explain
         if no_explain:
             return _error(409, no_explain)
         if target is not None:

@@ -47,7 +47,8 @@ def sniff(data: bytes) -> Optional[Sniffed]:
     if head.startswith((b"II*\x00", b"MM\x00*")):
         return Sniffed("image", "TIFF")
     # "BM" alone is two letters of text; the DIB header size that follows makes it a bitmap.
-    if head.startswith(b"BM") and len(data) >= 18 and int.from_bytes(data[14:18], "little") in (12, 40, 52, 56, 64, 108, 124):
+    dib_sizes = (12, 40, 52, 56, 64, 108, 124)
+    if head.startswith(b"BM") and len(data) >= 18 and int.from_bytes(data[14:18], "little") in dib_sizes:
         return Sniffed("image", "BMP")
     if head[:4] in (b"RIFF", b"RIFX", b"RF64", b"BW64") and head[8:12] == b"WAVE":
         return Sniffed("audio", "WAV")
