@@ -7,6 +7,8 @@ import importlib
 import os
 import sys
 
+from resnetkit.runtime.files import DiskFullError
+
 # Command name -> module in resnetkit.cli; each has add_arguments(parser) and run(args) -> int.
 COMMANDS = {
     "train": "Train a model; with no arguments, a ResNet-20 on the embedded digits data.",
@@ -48,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError) as err:
+    except (ValueError, TypeError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError,
+            DiskFullError) as err:
         # User errors get one clear line; RESNETKIT_DEBUG=1 shows the traceback for bug reports.
         if os.environ.get("RESNETKIT_DEBUG"):
             raise
