@@ -19,7 +19,7 @@ sf = pytest.importorskip("soundfile")
 from resnetkit.cli.main import main  # noqa: E402  (after importorskip on purpose)
 from resnetkit.engine import TrainConfig, load_run, train  # noqa: E402
 
-from conftest import StopAtStep  # noqa: E402
+from resnetkit.testing.callbacks import StopAtStep  # noqa: E402
 
 AUDIO = {"sample_rate": 8000, "kind": "logmel", "n_fft": 256, "win_length": 240, "hop_length": 80}
 
