@@ -163,6 +163,13 @@ def test_width_multiplier_and_dropout():
     assert isinstance(model.head_drop, nn.Dropout) and model.head_drop.p == 0.5
 
 
+def test_width_too_small_for_the_groups_is_refused():
+    # ResNeXt 32x4d at an eighth of its width would have a 0-channel grouped 3x3.
+    with pytest.raises(ValueError, match="width_mult=0.125 is too small for 32 group.*use width_mult >= 0.25"):
+        create_model("resnext50_32x4d", width_mult=0.125)
+    assert create_model("resnext50_32x4d", width_mult=0.25, num_classes=3)(torch.randn(1, 3, 64, 64)).shape == (1, 3)
+
+
 def test_stochastic_depth_rises_linearly_and_only_in_training():
     model = create_model("resnet50", drop_path_rate=0.2)
     rates = [b.drop_path.drop_prob for layer in (model.layer1, model.layer2, model.layer3, model.layer4)

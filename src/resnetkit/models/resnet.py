@@ -235,6 +235,12 @@ class ResNet(ClassifierModel):
         has_norm = not norm_has_bias(norm_layer)
         conv_bias = not has_norm
         widths = [_scaled(64 * 2**i, width_mult) for i in range(4)]
+        if block is Bottleneck and int(widths[0] * base_width / 64) < 1:
+            # The grouped 3x3 of the first stage would have zero channels per group.
+            raise ValueError(
+                f"width_mult={width_mult} is too small for {groups} group(s) of base width {base_width}: the first "
+                f"stage's 3x3 would have 0 channels per group; use width_mult >= {1 / base_width:g}"
+            )
         self.inplanes = _scaled(64, width_mult)
 
         if stem == "deep":
