@@ -96,15 +96,3 @@ def cifar_folder(data_path, tmp_path_factory) -> Path:
     _copy_subset(src, root / "train", CIFAR_CLASSES, 0, 80)
     _copy_subset(src, root / "val", CIFAR_CLASSES, 80, 20)
     return root
-
-
-class StopAtStep:
-    """Training callback: ask the trainer to stop after ``step`` optimizer steps, as Ctrl-C does
-    (the same code path: finish the step, write a checkpoint, raise TrainingInterrupted)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, trainer) -> None:
-        if trainer.global_step == self.step:
-            trainer.request_stop()

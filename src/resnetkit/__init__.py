@@ -1,6 +1,7 @@
 """resnetkit: residual networks that are faithful to the papers and fast on the machine at hand."""
 
 from .engine import EvalResult, History, Trainer, TrainConfig, evaluate, load_run, train
+from .explain import explain
 from .export import optimize_for_inference
 from .models import (
     CheckpointError,
@@ -23,6 +24,7 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "evaluate",
+    "explain",
     "load_run",
     "train",
     "__version__",

@@ -1,7 +1,7 @@
 """The seam between data and engine: a third kind of input, added by one data module.
 
 1-D signals stored as ``.npy`` files, one class per folder (here: real FSDD recordings,
-decimated to 2 kHz and saved as arrays). The module below implements only the public
+decimated to 500 Hz and saved as arrays). The module below implements only the public
 interface of :mod:`resnetkit.data`; ``Trainer``, ``evaluate``, ``train`` and ``load_run``
 take it unchanged.
 """
@@ -33,7 +33,7 @@ from resnetkit.data.folders import scan_class_folders, stratified_split
 
 sf = pytest.importorskip("soundfile")
 
-LENGTH = 2000  # one second at 2 kHz
+LENGTH = 500  # one second at 500 Hz
 
 
 # -- the data module: all a new kind of input has to write ----------------------------------------
@@ -170,13 +170,13 @@ SIGNALS = DataKind(
 
 @pytest.fixture(scope="module")
 def signal_folder(tmp_path_factory, fsdd_subset) -> Path:
-    """Digits 0 and 1 of FSDD, decimated to 2 kHz, as .npy files in class folders."""
+    """Digits 0 and 1 of FSDD, decimated to 500 Hz, as .npy files in class folders."""
     root = tmp_path_factory.mktemp("signals")
     for wav in fsdd_subset(root / "wav", indices=range(0, 50, 2), digits=[0, 1]):
         wave, rate = sf.read(str(wav), dtype="float32")
         assert rate == 8000
         (root / "npy" / wav.name[0]).mkdir(parents=True, exist_ok=True)
-        np.save(root / "npy" / wav.name[0] / f"{wav.stem}.npy", wave[::4])
+        np.save(root / "npy" / wav.name[0] / f"{wav.stem}.npy", wave[::16])
     return root / "npy"
 
 

@@ -19,7 +19,7 @@ sf = pytest.importorskip("soundfile")
 from resnetkit.cli.main import main  # noqa: E402  (after importorskip on purpose)
 from resnetkit.engine import TrainConfig, load_run, train  # noqa: E402
 
-from conftest import StopAtStep  # noqa: E402
+from resnetkit.testing.callbacks import StopAtStep  # noqa: E402
 
 AUDIO = {"sample_rate": 8000, "kind": "logmel", "n_fft": 256, "win_length": 240, "hop_length": 80}
 
@@ -185,7 +185,7 @@ def test_resume_continues_an_audio_run_exactly(tmp_path, fsdd_subset):
 
 
 def test_audio_data_needs_one_input_channel(tmp_path, fsdd_subset):
-    fsdd_subset(tmp_path / "fsdd", indices=[0, 5], digits=[1])
+    fsdd_subset(tmp_path / "fsdd", indices=[0, 5], digits=[1, 2])
     with pytest.raises(ValueError, match="1 channel"):
         train(TrainConfig(model="res8_narrow", data=str(tmp_path / "fsdd"), audio=dict(AUDIO), in_chans=3, epochs=1,
                           quiet=True, out=str(tmp_path / "run")))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import StopAtStep
+from resnetkit.testing.callbacks import StopAtStep
 
 from resnetkit.engine import TrainConfig, Trainer, TrainingDiverged, TrainingInterrupted, train
 

@@ -7,6 +7,8 @@ import importlib
 import os
 import sys
 
+from resnetkit.runtime.files import DiskFullError
+
 # Command name -> module in resnetkit.cli; each has add_arguments(parser) and run(args) -> int.
 COMMANDS = {
     "train": "Train a model; with no arguments, a ResNet-20 on the embedded digits data.",
@@ -16,6 +18,8 @@ COMMANDS = {
     "models": "Show the registered models, or one model in detail.",
     "benchmark": "Measure training and inference speed (against torchvision and timm with --against).",
     "export": "Export a trained run to ONNX, TorchScript or pt2 (optionally int8), checked against PyTorch.",
+    "explain": "Grad-CAM explanations (PNGs) of a trained run for image or audio files.",
+    "serve": "HTTP API with dynamic batching, Grad-CAM and a web page.",
 }
 
 
@@ -47,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError) as err:
+    except (ValueError, TypeError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError,
+            DiskFullError) as err:
         # User errors get one clear line; RESNETKIT_DEBUG=1 shows the traceback for bug reports.
         if os.environ.get("RESNETKIT_DEBUG"):
             raise

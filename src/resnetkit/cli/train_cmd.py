@@ -31,8 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", help="a packaged recipe's name (e.g. cifar10_resnet20_fast) or a YAML file; "
                    "flags given here override it")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its last checkpoint")
-    p.add_argument("--out", help="run directory (default runs/<model>-<data>-<time>)")
+    p.add_argument("--auto-resume", action="store_true",
+                   help="continue the run in --out/--name if it has a checkpoint, else start it there "
+                   "(for jobs that are restarted, e.g. torchrun --max-restarts)")
+    p.add_argument("--out", help="run directory (default runs/<model>-<data>-<time>, made unique)")
     p.add_argument("--name", help="run name under runs/")
+    p.add_argument("--overwrite", action="store_true", help="replace the run that already holds --out/--name")
     add_training_arguments(p)
 
 
@@ -46,10 +50,19 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--drop-path-rate", type=float, help="stochastic depth")
     m.add_argument("--model-arg", action="append", type=_key_value, metavar="KEY=VALUE",
                    help="any constructor argument (repeatable), e.g. --model-arg zero_init_last=true")
+    f = p.add_argument_group("fine-tuning")
+    f.add_argument("--init", metavar="FILE_OR_RUN",
+                   help="start from pretrained weights: a torchvision/timm/resnetkit file or a run directory")
+    f.add_argument("--freeze-stages", type=int, help="keep the stem and the first K-1 stages fixed (K stages)")
+    f.add_argument("--freeze-bn", action="store_true", default=None, help="keep every BatchNorm's statistics")
+    f.add_argument("--backbone-lr-mult", type=float, help="learning rate of all but the classifier, relative to --lr")
+    f.add_argument("--head-only-epochs", type=int, help="train only the classifier for N epochs, then everything")
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int)
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     g.add_argument("--time-budget-min", type=float, help="wall-clock budget: as many epochs as fit after the first")
+    g.add_argument("--stop-after-min", type=float,
+                   help="stop this process with a checkpoint after this long (resume continues; e.g. time-limited jobs)")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--optimizer", choices=OPTIMIZERS)
     g.add_argument("--lr", type=float)
@@ -81,6 +94,8 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--n-mels", type=int, help="mel bands")
     a.add_argument("--audio-layout", choices=AUDIO_LAYOUTS, help="layout of an audio folder (default auto: detected)")
     a.add_argument("--fsdd-split", help="FSDD held-out part: official (recordings 0-4) or speakers:NAME[,NAME]")
+    a.add_argument("--keywords", help="Speech Commands: auto (the 12-class protocol when the ten words are there), "
+                   "none (every word a class), speech-commands, or WORD,WORD,...")
     s = p.add_argument_group("speed and reproducibility")
     s.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     s.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default auto)")
@@ -141,10 +156,21 @@ def run(args: argparse.Namespace) -> int:
     from resnetkit.engine.training import train
     from resnetkit.runtime import distributed
 
-    config = build_config(args.recipe, config_overrides(args))
+    if args.resume and args.auto_resume:
+        raise ValueError("give --resume RUN_DIR or --auto-resume, not both")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    recipe = args.recipe
+    if recipe is None and args.data and not args.resume:
+        from resnetkit.data.resolve import kind_of
+
+        # A kind of input may bring its own default (audio: a speech recipe, not the image one).
+        recipe = kind_of(args.data).default_recipe
+        if recipe:
+            logging.getLogger(__name__).info("%s is %s data: recipe %s (flags override it; --recipe picks another)",
+                                             args.data, kind_of(args.data).name, recipe)
+    config = build_config(recipe, config_overrides(args))
     try:
-        summary = train(config, resume=args.resume)
+        summary = train(config, resume="auto" if args.auto_resume else args.resume, overwrite=args.overwrite)
     except TrainingInterrupted as stop:
         print(f"resnetkit train: {stop}", file=sys.stderr)
         return 130

@@ -47,6 +47,8 @@ class AudioData(LabelledData):
     silent: list[str] = field(default_factory=list)
     # Noise recordings the data set ships (Speech Commands' _background_noise_).
     noise_dir: Optional[str] = None
+    # The keywords of the 12-class protocol when the labels follow it (other words: _unknown_).
+    keywords: Optional[list[str]] = None
 
     in_chans = 1
 
@@ -101,7 +103,7 @@ class AudioData(LabelledData):
             raise AudioDataError(f"{self.source}: img_size does not apply to audio; the feature settings "
                                  "(sample rate, n_mels, hop length, clip seconds) fix the input size")
         normalizer = self.fit_normalizer().to_dict() if self.features.normalize == "dataset" else None
-        return AudioInputSpec(self.features, normalizer)
+        return AudioInputSpec(self.features, normalizer, keywords=self.keywords)
 
     def augment_config(self, preset: str = "auto", overrides: Optional[dict[str, Any]] = None) -> AudioAugmentConfig:
         return audio_augment_from(preset, overrides, self.noise_dir)

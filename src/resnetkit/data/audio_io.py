@@ -26,6 +26,8 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 # hours of audio, and no clip a classifier reads is that long.
 MAX_AUDIO_SECONDS = 3600.0
 MAX_AUDIO_VALUES = 2**30
+# Rates outside this range are a broken header, not a recording (telephony is 8 kHz, studio 192 kHz).
+SAMPLE_RATE_RANGE = (1000, 768_000)
 
 
 class AudioFormatError(ValueError):
@@ -108,9 +110,10 @@ def load_audio(source: Union[PathLike, bytes, BinaryIO], sample_rate: int, name:
         with sf.SoundFile(source) as fh:
             frames, file_rate, channels = fh.frames, fh.samplerate, fh.channels
             # A header can claim anything; refuse what would not fit in memory before reading it.
-            if file_rate <= 0 or channels <= 0 or frames < 0:
-                raise AudioFormatError(f"audio file {label!r} has an impossible header "
-                                       f"({channels} channel(s) at {file_rate} Hz)")
+            low, high = SAMPLE_RATE_RANGE
+            if not low <= file_rate <= high or channels <= 0 or frames < 0:
+                raise AudioFormatError(f"audio file {label!r} has an impossible header: {channels} channel(s) at "
+                                       f"{file_rate} Hz (expected {low}-{high} Hz)")
             if frames / file_rate > MAX_AUDIO_SECONDS or frames * channels > MAX_AUDIO_VALUES:
                 raise AudioFormatError(
                     f"audio file {label!r} claims {frames:,} frames x {channels} channel(s) at {file_rate} Hz "

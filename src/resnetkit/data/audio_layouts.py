@@ -30,6 +30,7 @@ from .folders import check_on_corrupt, default_cache_dir, scan_class_folders, sp
 from .image_io import IMAGE_EXTENSIONS
 from .interface import DataRequest, DataSplits, SkippedFile
 from .specs import AudioInputSpec
+from .speech_commands import SILENCE, SILENCE_FRACTION, UNKNOWN, keyword_classes, parse_keywords, relabel, silence_clips
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,9 @@ def _scan(folder: Path):
                               exclude=(SPEECH_COMMANDS_NOISE,))
 
 
-def _load_speech_commands(root: Path, features: FeatureConfig, on_corrupt: str, for_evaluation: bool):
+def _load_speech_commands(root: Path, features: FeatureConfig, on_corrupt: str, for_evaluation: bool,
+                          keywords: Optional[str] = "auto", seed: int = 0):
+    """Speech Commands' lists as splits; with ``keywords``, the 12-class protocol (see :mod:`.speech_commands`)."""
     scan = _scan(root)
     samples, classes = scan.samples, scan.classes
     validation = _read_list(root / "validation_list.txt")
@@ -261,13 +264,32 @@ def _load_speech_commands(root: Path, features: FeatureConfig, on_corrupt: str, 
     rel = [Path(p).relative_to(root).as_posix() for p, _ in samples]
     noise = root / SPEECH_COMMANDS_NOISE
     noise_dir = str(noise) if noise.is_dir() else None
+    words = parse_keywords(keywords, classes)
+    if words:
+        log.info("%s: the 12-class protocol: %s, %s (other words) and %s (cut from %s)", root, ", ".join(words),
+                 UNKNOWN, SILENCE, SPEECH_COMMANDS_NOISE)
+
+    def load(picked, split: str, ignored=()) -> AudioData:
+        names = classes
+        if words:
+            picked, names = relabel(picked, classes, words, seed, split), keyword_classes(words)
+        data = decode_audio_files(picked, names, features, on_corrupt=on_corrupt, source=f"{root} ({split})",
+                                  ignored=ignored)
+        if words:
+            count = max(1, round(SILENCE_FRACTION * len(data)))
+            quiet = silence_clips(noise_dir, count, features.sample_rate, features.num_samples, seed + len(split))
+            data = data._replace(waves=torch.cat([data.waves, quiet]),
+                                 labels=torch.cat([data.labels, torch.full((count,), names.index(SILENCE))]),
+                                 paths=data.paths + [f"{noise} (silence {i})" for i in range(count)],
+                                 keywords=list(words))
+        return data
+
     if for_evaluation:
         held = testing or validation
         picked = [s for s, r in zip(samples, rel) if r in held]
         if not picked:
             raise AudioDataError(f"{root}: testing_list.txt and validation_list.txt name none of the files found")
-        return None, decode_audio_files(picked, classes, features, on_corrupt=on_corrupt, source=f"{root} (test)",
-                                        ignored=scan.ignored)
+        return None, load(picked, "test", scan.ignored)
     held = validation or testing  # no validation list: validate on the test list
     train_samples = [s for s, r in zip(samples, rel) if r not in validation and r not in testing]
     val_samples = [s for s, r in zip(samples, rel) if r in held]
@@ -276,9 +298,8 @@ def _load_speech_commands(root: Path, features: FeatureConfig, on_corrupt: str, 
             f"{root}: the list files leave {len(train_samples)} training and {len(val_samples)} validation clips; "
             "both must be > 0"
         )
-    train = decode_audio_files(train_samples, classes, features, on_corrupt=on_corrupt, source=f"{root} (train)",
-                               ignored=scan.ignored)
-    val = decode_audio_files(val_samples, classes, features, on_corrupt=on_corrupt, source=f"{root} (validation)")
+    train = load(train_samples, "train", scan.ignored)
+    val = load(val_samples, "validation")
     train.noise_dir = noise_dir
     return train, val
 
@@ -329,7 +350,7 @@ def resolve_audio_data(request: DataRequest, features: Optional[FeatureConfig] =
             log.warning("%s: val_split is ignored for FSDD; the held-out part is fsdd_split=%r", folder, request.fsdd_split)
         train, val = _load_fsdd(folder, request.fsdd_split, **common)
     elif layout == "speech-commands":
-        train, val = _load_speech_commands(folder, **common)
+        train, val = _load_speech_commands(folder, **common, keywords=request.keywords, seed=request.seed)
     else:
         train, val = _load_class_folders(folder, request.val_split, request.seed, **common)
     classes = list(val.classes if train is None else train.classes)
@@ -341,5 +362,6 @@ def load_audio_eval_data(spec: AudioInputSpec, path: str, on_corrupt: str = "ski
     decoded for the model's front end."""
     if not isinstance(spec, AudioInputSpec):
         raise TypeError(f"spec must be an AudioInputSpec, got {type(spec).__name__}")
-    request = DataRequest(data=path, on_corrupt=on_corrupt, for_evaluation=True)
+    keywords = ",".join(spec.keywords) if spec.keywords else "none"
+    request = DataRequest(data=path, on_corrupt=on_corrupt, for_evaluation=True, keywords=keywords)
     return resolve_audio_data(request, spec.features).val

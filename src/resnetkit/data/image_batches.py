@@ -8,6 +8,7 @@ import torch
 
 from .augment import BatchAugment, eval_transform, gather_crop_flip, mix_transform, pad_store, sample_transform, AugmentConfig
 from .batching import BatchSource
+from .image_io import ImageDataError
 from .interface import BatchOptions
 
 
@@ -85,7 +86,11 @@ class LoaderBatches(BatchSource):
         )
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from .images import UnreadableFile
+
         for step, batch in enumerate(self._loader(epoch)):
+            if isinstance(batch, UnreadableFile):
+                raise ImageDataError(f"{batch.message} (stopping: --on-corrupt stop)")
             if step >= len(self):
                 break
             if step < start_step or batch is None:

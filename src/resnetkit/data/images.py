@@ -134,7 +134,9 @@ class ImageFiles(torch.utils.data.Dataset, LabelledData):
             image = read_image(path, self.in_chans)
         except ImageDataError as err:
             if self.on_corrupt == "stop":
-                raise
+                # Raised in a worker, the error would reach the user wrapped in the worker's
+                # traceback; the batch source raises it in the main process instead.
+                return UnreadableFile(str(err))
             log.warning("skipping %s", err)
             return None
         if self.transform is not None:
@@ -171,8 +173,18 @@ class ImageFiles(torch.utils.data.Dataset, LabelledData):
         return LoaderBatches(self, spec, options)
 
 
+@dataclass(frozen=True)
+class UnreadableFile:
+    """What a DataLoader worker hands back for a file it could not decode under ``on_corrupt="stop"``."""
+
+    message: str
+
+
 def collate_skipping_none(batch):
-    """DataLoader collate that drops samples that failed to decode."""
+    """DataLoader collate that drops samples that failed to decode (and passes a stop on)."""
+    stop = next((b for b in batch if isinstance(b, UnreadableFile)), None)
+    if stop is not None:
+        return stop
     batch = [b for b in batch if b is not None]
     if not batch:
         return None

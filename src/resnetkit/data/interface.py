@@ -51,6 +51,7 @@ class DataRequest:
     audio: Optional["FeatureConfig"] = None  # audio features (default: FeatureConfig's)
     audio_layout: str = "auto"  # auto, folders, fsdd, speech-commands
     fsdd_split: str = "official"  # official or speakers:NAME[,NAME]
+    keywords: Optional[str] = "auto"  # Speech Commands: auto (12-class protocol when it fits), none, or words
     for_evaluation: bool = False  # only the held-out part (a test split where there is one), as val
     cache_dir: Optional[str] = None  # where named data sets are downloaded (default ~/.cache/resnetkit)
 

@@ -8,7 +8,7 @@ evaluation data is read by the kind its input spec names.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 from .audio_layouts import is_audio_source, load_audio_eval_data, resolve_audio_data
 from .images import load_image_eval_data, resolve_image_request
@@ -23,10 +23,11 @@ class DataKind:
     claims: Callable[[str], bool]  # is this --data value of this kind?
     resolve: Callable[[DataRequest], DataSplits]
     load_eval: Callable[[InputSpec, str, str], LabelledData]  # (spec, path, on_corrupt) -> held-out data
+    default_recipe: Optional[str] = None  # the packaged recipe `resnetkit train --data X` uses when given none
 
 
 _KINDS: list[DataKind] = [
-    DataKind("audio", is_audio_source, resolve_audio_data, load_audio_eval_data),
+    DataKind("audio", is_audio_source, resolve_audio_data, load_audio_eval_data, default_recipe="audio_default"),
     DataKind("image", lambda data: True, resolve_image_request, load_image_eval_data),
 ]
 
@@ -44,10 +45,14 @@ def data_kind(name: str) -> DataKind:
     raise ValueError(f"no data kind {name!r}; known: {', '.join(k.name for k in _KINDS)}")
 
 
+def kind_of(data: str) -> DataKind:
+    """The kind of input a ``--data`` value is (the first registered kind that claims it)."""
+    return next(k for k in _KINDS if k.claims(data))
+
+
 def resolve_data(request: DataRequest) -> DataSplits:
     """The training and validation data (or, ``for_evaluation``, the held-out data) ``request`` names."""
-    kind = next(k for k in _KINDS if k.claims(request.data))
-    return kind.resolve(request)
+    return kind_of(request.data).resolve(request)
 
 
 def load_eval_data(spec: InputSpec, path: str, on_corrupt: str = "skip") -> LabelledData:

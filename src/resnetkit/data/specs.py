@@ -116,6 +116,9 @@ class AudioInputSpec(InputSpec):
 
     features: FeatureConfig
     normalizer: Optional[dict[str, Any]] = None
+    # The words of Speech Commands' 12-class protocol, when the model was trained on it: new
+    # data is labelled the same way (other words _unknown_, silence cut from noise).
+    keywords: Optional[list[str]] = None
     in_chans: int = field(default=1, init=False)
 
     kind = "audio"
@@ -151,14 +154,14 @@ class AudioInputSpec(InputSpec):
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "in_chans": 1, "sample_rate": self.sample_rate,
                 "duration_s": self.features.duration_s, "input_size": list(self.input_size),
-                "features": self.features.to_dict(), "normalizer": self.normalizer}
+                "features": self.features.to_dict(), "normalizer": self.normalizer, "keywords": self.keywords}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "AudioInputSpec":
         if values.get("kind") != "audio" or not isinstance(values.get("features"), dict):
             raise ValueError(f"not an audio input spec (kind {values.get('kind')!r}); "
                              "expected kind 'audio' with a 'features' dict")
-        return cls(FeatureConfig.from_dict(dict(values["features"])), values.get("normalizer"))
+        return cls(FeatureConfig.from_dict(dict(values["features"])), values.get("normalizer"), values.get("keywords"))
 
     def prepare(self, items: Sequence[Any], device: torch.device) -> PreparedInputs:
         """Features of audio files, uploads (bytes) or 1-D float wave tensors at the spec's rate."""

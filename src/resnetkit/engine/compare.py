@@ -49,12 +49,8 @@ def compare(models: Sequence[str], config: TrainConfig, out_dir: str | Path, mea
         if (run_dir / "metrics.json").exists():
             log.info("%s: finished earlier, kept", name)
             continue
-        if (run_dir / "last.pt").exists():
-            log.info("%s: resuming the interrupted run", name)
-            train(replace(config, model=name, out=str(run_dir)), resume=run_dir)
-        else:
-            log.info("%s: training", name)
-            train(replace(config, model=name, out=str(run_dir)))
+        log.info("%s: %s", name, "resuming the interrupted run" if (run_dir / "last.pt").exists() else "training")
+        train(replace(config, model=name, out=str(run_dir)), resume="auto")
     return report(out, models, measure_latency)
 
 

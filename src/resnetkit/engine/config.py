@@ -49,10 +49,14 @@ class TrainConfig:
     audio: Optional[FeatureConfig] = None
     audio_layout: str = "auto"  # auto, folders (class subfolders), fsdd, speech-commands
     fsdd_split: str = "official"  # official (indices 0-4 held out) or speakers:NAME[,NAME] (held-out speakers)
+    # Speech Commands: auto (its 12-class protocol when the ten words and others are there), none
+    # (every word a class), speech-commands (the ten words), or a comma-separated list of words.
+    keywords: str = "auto"
     # Optimization.
     epochs: int = 30
     max_steps: Optional[int] = None  # stop after this many optimizer steps (overrides epochs)
     time_budget_min: Optional[float] = None  # wall-clock budget: epochs are cut to what fits after epoch 1
+    stop_after_min: Optional[float] = None  # this process stops with a checkpoint after this long; resume continues
     batch_size: int = 128
     optimizer: str = "sgd"
     lr: float = 0.1
@@ -67,6 +71,12 @@ class TrainConfig:
     label_smoothing: float = 0.0
     ema_decay: Optional[float] = None  # e.g. 0.999; validation then uses the averaged weights
     grad_clip: Optional[float] = None  # max global gradient norm
+    # Fine-tuning.
+    init: Optional[str] = None  # pretrained weights: a torchvision/timm/resnetkit file or a run directory
+    freeze_stages: int = 0  # stem and first stages that stay fixed (0: none)
+    freeze_bn: bool = False  # every BatchNorm keeps its pretrained statistics and affine
+    backbone_lr_mult: float = 1.0  # learning rate of all but the classifier, relative to lr
+    head_only_epochs: int = 0  # epochs in which only the classifier learns, before the whole net does
     # Speed.
     device: str = "auto"  # auto: CUDA when present, else CPU
     amp: str = "auto"  # auto: bf16 on CPUs with native bf16 and on CUDA with bf16, fp16 on older GPUs, else off
@@ -97,7 +107,7 @@ class TrainConfig:
         _choice(self, "milestone_unit", MILESTONE_UNITS)
         _choice(self, "audio_layout", AUDIO_LAYOUTS)
         check_fsdd_split(self.fsdd_split)
-        for name in ("model", "data", "augment", "device"):
+        for name in ("model", "data", "augment", "device", "keywords"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise TypeError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
         _device_spelling(self.device)
@@ -113,6 +123,11 @@ class TrainConfig:
         _integer(self, "in_chans", minimum=1, optional=True)
         _integer(self, "workers", minimum=0, optional=True)
         _integer(self, "seed", minimum=0)
+        _integer(self, "freeze_stages", minimum=0)
+        _integer(self, "head_only_epochs", minimum=0)
+        _number(self, "backbone_lr_mult", low=0, low_open=True)
+        if self.init is not None and (not isinstance(self.init, str) or not self.init):
+            raise TypeError(f"init must be a path to a weights file or run directory, got {self.init!r}")
         _number(self, "lr", low=0, low_open=True)
         _number(self, "momentum", low=0, high=1, high_open=True)
         _number(self, "weight_decay", low=0)
@@ -120,10 +135,11 @@ class TrainConfig:
         _number(self, "gamma", low=0, high=1, low_open=True)
         _number(self, "label_smoothing", low=0, high=1, high_open=True)
         _number(self, "time_budget_min", low=0, low_open=True, optional=True)
+        _number(self, "stop_after_min", low=0, low_open=True, optional=True)
         _number(self, "grad_clip", low=0, low_open=True, optional=True)
         _number(self, "ema_decay", low=0, high=1, low_open=True, high_open=True, optional=True)
         _number(self, "val_split", low=0, high=1, low_open=True, high_open=True, optional=True)
-        for name in ("nesterov", "channels_last", "compile", "sync_bn", "deterministic", "quiet"):
+        for name in ("nesterov", "channels_last", "compile", "sync_bn", "deterministic", "quiet", "freeze_bn"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.milestones, (list, tuple)):

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Iterable, Optional
 import torch
 from torch import nn
 
-from ..data import InputSpec, LabelledData, input_spec_from_dict, load_eval_data
+from ..data import InputSpec, LabelledData, as_labelled_data, input_spec_from_dict, load_eval_data
 from ..models import create_model
 from ..models.weights import CheckpointError
 from ..runtime.device import resolve_device
@@ -78,11 +78,17 @@ class LoadedRun:
         amp = precision or amp
         if isinstance(data, (str, Path)):
             data = self.load_eval_data(str(data))
-        if isinstance(data, LabelledData) and list(data.classes) != list(self.classes):
+        data = as_labelled_data(data, self.classes)
+        if list(data.classes) != list(self.classes):
             data = data.remap_classes(self.classes)
+        model = self.inference_model(amp)
         # The optimized module carries its own precision; autocast stays off around it.
-        return evaluate(self.inference_model(amp), data, batch_size=batch_size, device=self.device, amp="off",
-                        classes=self.classes, input_spec=self.input_spec, channels_last=self.channels_last)
+        result = evaluate(model, data, batch_size=batch_size, device=self.device, amp="off", classes=self.classes,
+                          input_spec=self.input_spec, channels_last=self.channels_last)
+        # Said in the output, as metrics.json of the run says it: which path computed the numbers.
+        result.metrics["inference"] = model.description
+        result.metrics["skipped"] = [{"path": f.path, "reason": f.reason} for f in data.skipped]
+        return result
 
     @torch.no_grad()
     def predict(self, inputs: Any, top_k: int = 5, amp: str = "auto", precision: Optional[str] = None) -> list[dict]:
@@ -158,7 +164,11 @@ def load_run(path: str | Path, device: str = "auto", weights: str = "best") -> L
         raise CheckpointError(f"{ckpt}: its input description is not usable: {err}") from None
     try:
         model = create_model(state["model_name"], **{k: v for k, v in args.items() if v is not None})
-        model.load_state_dict(checkpoint_weights(state))
+        missing, unexpected = model.load_state_dict(checkpoint_weights(state), strict=False)
+        # A model fine-tuned with frozen BatchNorm (FrozenBatchNorm2d) has no step counters: bookkeeping only.
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            raise RuntimeError(f"missing keys {missing[:8]}, unexpected keys {unexpected[:8]}")
     except (RuntimeError, TypeError, ValueError) as err:
         raise CheckpointError(f"{ckpt}: weights do not fit {state['model_name']}: {err}") from None
     model = model.to(dev).eval()
@@ -195,6 +205,8 @@ class LoadedExport(LoadedRun):
         if amp not in ("auto", "off" if self.precision == "fp32" else self.precision):
             raise ValueError(f"{self.path} is an exported {self.format} file and runs in its own precision ({self.precision}); "
                              f"precision {amp!r} applies to run directories (use auto or {self.precision})")
+        runtime = "onnxruntime" if self.format == "onnx" else "torch"
+        self.model.description = f"exported {self.format} file {self.path.name} ({self.precision}, {runtime})"
         return self.model
 
     def calibration_samples(self, count: int = 512) -> list[torch.Tensor]:

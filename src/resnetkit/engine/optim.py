@@ -10,25 +10,27 @@ from torch import nn
 from .config import TrainConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on conv and linear weights only.
+def param_groups(model: nn.Module, weight_decay: float, lr: float, head: frozenset[int] = frozenset(),
+                 backbone_lr_mult: float = 1.0) -> list[dict]:
+    """Weight decay on conv and linear weights only; the backbone's rate scaled when fine-tuning.
 
     Decaying BN/GN scales and biases only shrinks them towards zero, which the next layer
-    undoes; leaving them out is the "no bias decay" of He et al. 2019.
+    undoes; leaving them out is the "no bias decay" of He et al. 2019. ``head`` holds the
+    ids of the classifier's parameters, which keep the base rate.
     """
-    decay, no_decay = [], []
+    groups: dict[tuple[bool, bool], list] = {}
     for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 else decay).append(p)
+        if p.requires_grad:
+            groups.setdefault((id(p) in head, p.ndim > 1), []).append(p)
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": params, "weight_decay": weight_decay if decays else 0.0,
+         "lr": lr if is_head or not head else lr * backbone_lr_mult}
+        for (is_head, decays), params in sorted(groups.items(), key=lambda kv: (kv[0][0], not kv[0][1]))
     ]
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, config.weight_decay)
+def build_optimizer(model: nn.Module, config: TrainConfig, head: frozenset[int] = frozenset()) -> torch.optim.Optimizer:
+    groups = param_groups(model, config.weight_decay, config.lr, head, config.backbone_lr_mult)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     return torch.optim.AdamW(groups, lr=config.lr)

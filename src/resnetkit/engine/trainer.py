@@ -28,9 +28,11 @@ from ..models import check_input_size
 from ..runtime import distributed
 from ..runtime.device import autocast, precision_name, resolve_device, resolve_precision
 from ..runtime.files import save_json, save_text
-from .checkpoint import check_writable, checkpoint_weights, read_checkpoint, save_checkpoint, save_weights_safetensors
+from ..models.weights import CheckpointError
+from .checkpoint import check_writable, read_checkpoint, save_checkpoint, save_weights_safetensors
 from .config import TrainConfig, config_yaml
 from .evaluation import EvalResult, evaluate_batches, loss_fn, soft_accuracy_hits
+from .finetune import FineTuning, is_head_parameter
 from .history import History, write_metrics_csv
 from .optim import build_optimizer, build_scheduler
 
@@ -109,9 +111,15 @@ class Trainer:
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
 
+        self.fine_tuning = FineTuning(self.model, cfg.freeze_stages, cfg.freeze_bn, cfg.head_only_epochs)
+        if self.fine_tuning.active and self.dist.enabled:
+            raise ValueError("head_only_epochs cannot run under torchrun (DDP fixes the trainable parameters at "
+                             "start); train the head in a single process first, then --init from that run")
         if self.dist.enabled and cfg.sync_bn:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.optimizer = build_optimizer(self.model, cfg)
+        fine_tuned = self.fine_tuning.active or cfg.backbone_lr_mult != 1.0
+        self.optimizer = build_optimizer(self.model, cfg, frozenset(is_head_parameter(self.model)) if fine_tuned
+                                         else frozenset())
         self.scheduler = build_scheduler(self.optimizer, lambda: self.total_steps, self.steps_per_epoch, cfg)
         fp16_cuda = self.dtype == torch.float16 and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16_cuda)
@@ -138,6 +146,7 @@ class Trainer:
         self._partial = torch.zeros(3, dtype=torch.float64)  # loss sum, hits, samples of an interrupted epoch
         self._partial_seconds = 0.0
         self._stop_requested = False
+        self._deadline: Optional[float] = None
         self._best_weights: Optional[dict] = None
 
     # -- public API ------------------------------------------------------------------------------
@@ -151,13 +160,17 @@ class Trainer:
         cfg = self.config
         if self.run_dir and self.dist.is_main:
             self._write_run_info()
+            self.sync_best_files()  # a resumed run whose last kill fell between two files
+        self._deadline = time.perf_counter() + 60 * cfg.stop_after_min if cfg.stop_after_min else None
         with self._sigint_as_stop_request():
             while self.global_step < self.total_steps:
                 row = self._train_epoch()
                 if row is None:  # stop requested: a checkpoint was written
                     where = f" in {self.run_dir / 'last.pt'}" if self.run_dir else ""
+                    why = (f"stopped after {cfg.stop_after_min:g} min as asked (--stop-after-min)"
+                           if self._deadline is not None and time.perf_counter() >= self._deadline else "interrupted")
                     raise TrainingInterrupted(
-                        f"interrupted at epoch {self.epoch + 1}, step {self.global_step}; checkpoint written{where}. "
+                        f"{why} at epoch {self.epoch + 1}, step {self.global_step}; checkpoint written{where}. "
                         + (f"Resume with: resnetkit train --resume {self.run_dir}" if self.run_dir else "")
                     )
                 self.history.append(row)
@@ -198,6 +211,7 @@ class Trainer:
         epoch = self.epoch
         model = self.forward_model
         model.train()
+        self.fine_tuning.apply(epoch)
         sums = self._partial.clone()
         start = self.step_in_epoch
         remaining = min(self.steps_per_epoch - start, self.total_steps - self.global_step)
@@ -239,6 +253,11 @@ class Trainer:
             for cb in self.callbacks:
                 if hasattr(cb, "on_step_end"):
                     cb.on_step_end(self)
+            if self._deadline is not None:
+                late = torch.tensor(time.perf_counter() >= self._deadline, device=self.device)
+                if self.dist.enabled:  # every rank stops at the same step: stop when any rank is late
+                    late = ~distributed.all_ranks_true(~late)
+                self._stop_requested |= bool(late)
             if self._stop_requested:
                 if bar is not None:
                     bar.close()
@@ -266,7 +285,7 @@ class Trainer:
             "val_loss": None,
             "val_acc": None,
             "val_top5": None,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": max(g["lr"] for g in self.optimizer.param_groups),
             "images_per_sec": float(sums[2]) / max(seconds, 1e-9),
             "seconds": seconds,
         }
@@ -296,7 +315,7 @@ class Trainer:
         return distributed.all_ranks_true(finite) if self.dist.enabled else finite
 
     def _diverged(self, loss: torch.Tensor) -> None:
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = max(g["lr"] for g in self.optimizer.param_groups)
         kept = ""
         if self.run_dir and (self.run_dir / "last.pt").exists():
             kept = f" The last good checkpoint is {self.run_dir / 'last.pt'} (epoch {self.epoch}); it was not overwritten."
@@ -351,10 +370,8 @@ class Trainer:
         finally:
             signal.signal(signal.SIGINT, previous)
 
-    def checkpoint_state(self) -> dict:
-        rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+    def _run_description(self) -> dict:
+        """What every checkpoint of the run carries to rebuild its model and input pipeline."""
         return {
             "model_name": getattr(self.model, "model_name", type(self.model).__name__),
             "model_args": {**self.model_args, "num_classes": len(self.classes),
@@ -362,6 +379,14 @@ class Trainer:
             "classes": list(self.classes),
             "input": self.input_spec.to_dict(),
             "config": self.config.to_dict(),
+        }
+
+    def checkpoint_state(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            **self._run_description(),
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(),
@@ -377,6 +402,9 @@ class Trainer:
             "partial_seconds": self._partial_seconds,
             "best_acc": self.best_acc,
             "best_epoch": self.best_epoch,
+            # The best epoch's weights travel inside last.pt: the one file written per step is
+            # the whole record, and best.pt / best.safetensors can be rebuilt from it.
+            "best_weights": self._best_weights,
             "history": list(self.history),
         }
 
@@ -403,6 +431,7 @@ class Trainer:
         self._partial_seconds = state["partial_seconds"]
         self.best_acc = state["best_acc"]
         self.best_epoch = state["best_epoch"]
+        self._best_weights = state.get("best_weights")
         self.history = History(state["history"])
 
     def _save_checkpoint(self, name: str) -> None:
@@ -423,34 +452,88 @@ class Trainer:
         save_json(info, self.run_dir / "data_config.json")
 
     def _save_epoch_outputs(self, row: dict) -> None:
-        improved = row["val_acc"] is not None and row["val_acc"] > self.best_acc
-        if improved:
-            self.best_acc, self.best_epoch = row["val_acc"], row["epoch"]
+        """After an epoch: check the weights, then last.pt (holding the best weights), then best.pt and
+        best.safetensors when the epoch improved. A kill between any two files leaves last.pt as the
+        complete record, from which a resume rebuilds the others."""
+        self._check_finite_state(row)
+        val_finite = row["val_loss"] is not None and math.isfinite(row["val_loss"])
+        improved = row["val_acc"] is not None and val_finite and row["val_acc"] > self.best_acc
+        if row["val_acc"] is not None and not val_finite:
+            log.warning("epoch %d: the validation loss is %s; this epoch cannot be the best", row["epoch"], row["val_loss"])
+        if improved or self.val_batches is None:
+            self.best_acc, self.best_epoch = (row["val_acc"] if improved else self.best_acc), row["epoch"]
             self._best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.eval_model.state_dict().items()}
         if not (self.run_dir and self.dist.is_main):
             return
         write_metrics_csv(self.history, self.run_dir / "metrics.csv")
         self._save_checkpoint("last.pt")
         if improved or self.val_batches is None:
-            self._save_checkpoint("best.pt")
-            weights = self.eval_model.state_dict()
-            meta = {"model_name": str(getattr(self.model, "model_name", "")), "classes": ",".join(self.classes),
-                    "epoch": str(row["epoch"]), "val_acc": str(row["val_acc"])}
-            save_weights_safetensors(weights, self.run_dir / "best.safetensors", meta)
+            self._write_best_files()
+
+    def _check_finite_state(self, row: dict) -> None:
+        """A model whose weights or BatchNorm statistics are NaN/inf is never written nor called good."""
+        models = [("weights", self.model)] + ([("averaged weights", self.ema)] if self.ema is not None else [])
+        for what, module in models:
+            for name, tensor in module.state_dict().items():
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    kept = ""
+                    if self.run_dir and (self.run_dir / "last.pt").exists():
+                        kept = (f" The last good checkpoint, {self.run_dir / 'last.pt'} (epoch {self.epoch - 1}), "
+                                "was not overwritten.")
+                    raise TrainingDiverged(
+                        f"epoch {row['epoch']} ended with non-finite {what} ({name}); training stopped and nothing "
+                        f"of this epoch was saved.{kept} Lower --lr (now {self.config.lr:g}), add warm-up "
+                        "(--warmup-epochs) or clip gradients (--grad-clip)."
+                    )
+
+    def best_checkpoint_state(self) -> dict:
+        """What best.pt holds: the best epoch's serving weights (the EMA's when kept) and the run's description."""
+        return {
+            **self._run_description(),
+            "model": self._best_weights,
+            "ema": None,
+            "epoch": self.best_epoch,
+            "val_acc": self.best_acc if self.best_acc >= 0 else None,
+        }
+
+    def _write_best_files(self) -> None:
+        save_checkpoint(self.best_checkpoint_state(), self.run_dir / "best.pt")
+        meta = {"model_name": str(getattr(self.model, "model_name", "")), "classes": ",".join(self.classes),
+                "epoch": str(self.best_epoch), "val_acc": str(self.best_acc)}
+        save_weights_safetensors(self._best_weights, self.run_dir / "best.safetensors", meta)
+
+    def sync_best_files(self) -> bool:
+        """Rebuild best.pt and best.safetensors from last.pt's record when a kill left them behind (or
+        broken); returns whether anything was rewritten."""
+        if not (self.run_dir and self.dist.is_main) or self._best_weights is None:
+            return False
+        best = self.run_dir / "best.pt"
+        try:
+            current = read_checkpoint(best).get("epoch") if best.is_file() else None
+        except (CheckpointError, FileNotFoundError):
+            current = None
+        safetensors_epoch = _safetensors_epoch(self.run_dir / "best.safetensors")
+        if current == self.best_epoch and safetensors_epoch == str(self.best_epoch):
+            return False
+        log.warning("%s: best.pt/best.safetensors did not hold the best epoch (%s) that last.pt records "
+                    "(a kill between files?); rewritten from last.pt", self.run_dir, self.best_epoch)
+        self._write_best_files()
+        return True
 
     def _best_metrics(self) -> dict | None:
-        """Validation metrics of the best epoch's weights (what best.pt and best.safetensors hold)."""
+        """Validation metrics of the best epoch's weights (what best.pt and best.safetensors hold), through
+        the same inference path as ``resnetkit evaluate`` (optimize_for_inference at the run's precision)."""
         if self.val_batches is None:
             return None
-        model = self.eval_model
-        if self.best_epoch is not None and self.best_epoch != self.epoch:
-            weights = self._best_weights
-            if weights is None:  # resumed after the best epoch: read it back from disk
-                weights = checkpoint_weights(read_checkpoint(self.run_dir / "best.pt"))
-            model = copy.deepcopy(self.eval_model)
-            model.load_state_dict(weights)
-        m = evaluate_batches(model, self.val_batches, self.classes, self.device, self.dtype)
+        from ..export import optimize_for_inference
+
+        model = copy.deepcopy(self.eval_model)
+        if self._best_weights is not None:
+            model.load_state_dict(self._best_weights)
+        served = optimize_for_inference(model, precision=self.config.amp, device=self.device, compile=False)
+        m = evaluate_batches(served, self.val_batches, self.classes, self.device)
         m["epoch"] = self.best_epoch
+        m["inference"] = served.description
         return m
 
     def _write_final_report(self, metrics: dict | None) -> None:
@@ -463,6 +546,16 @@ class Trainer:
         if metrics is not None:
             save_json(metrics, self.run_dir / "metrics.json")
             plot_confusion(metrics["confusion_matrix"], self.classes, self.run_dir / "confusion.png")
+
+
+def _safetensors_epoch(path: Path) -> Optional[str]:
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as fh:
+            return (fh.metadata() or {}).get("epoch")
+    except Exception:  # missing, truncated, not safetensors: it is rewritten
+        return None
 
 
 def _as_tuple(value):

@@ -17,7 +17,9 @@ from ..runtime import distributed
 from ..runtime.device import resolve_device, set_seed
 from .checkpoint import read_checkpoint
 from .config import TrainConfig
+from .finetune import initialize_from
 from .history import History
+from .run_dir import claim, holds_run, is_finished, resolve_run_dir
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,8 @@ def data_request(config: TrainConfig, for_evaluation: bool = False) -> DataReque
     """The data settings of ``config`` as the data layer reads them."""
     return DataRequest(data=config.data, val_split=config.val_split, seed=config.seed, in_chans=config.in_chans,
                        on_corrupt=config.on_corrupt, audio=config.audio, audio_layout=config.audio_layout,
-                       fsdd_split=config.fsdd_split, for_evaluation=for_evaluation)
+                       fsdd_split=config.fsdd_split, keywords=config.keywords,
+                       for_evaluation=for_evaluation)
 
 
 def load_data(config: TrainConfig, for_evaluation: bool = False) -> DataSplits:
@@ -48,24 +51,24 @@ def load_data(config: TrainConfig, for_evaluation: bool = False) -> DataSplits:
     return resolve_data(data_request(config, for_evaluation))
 
 
-def _run_dir(config: TrainConfig, dist: distributed.DistInfo) -> Path:
-    if config.out:
-        return Path(config.out)
-    name = config.name
-    if not name:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        data = Path(config.data).name or config.data
-        name = f"{config.model}-{data}-{stamp}"
-        if dist.enabled:
-            # Every process must write to (and agree on) rank 0's folder.
-            holder = [name]
-            torch.distributed.broadcast_object_list(holder, src=0)
-            name = holder[0]
-    return Path("runs") / name
+def _claim_run_dir(config: TrainConfig, dist: distributed.DistInfo, resume: bool, overwrite: bool,
+                   folder: Optional[Path] = None):
+    """The run directory, claimed by rank 0 (a lock for the life of the run); every rank learns its path."""
+    lock = None
+    if dist.is_main:
+        created = False
+        if folder is None:
+            folder, created = resolve_run_dir(config.out, config.name, config.model, config.data)
+        lock = claim(folder, resume=resume, overwrite=overwrite, created=created)
+    if dist.enabled:
+        holder = [str(folder) if dist.is_main else None]
+        torch.distributed.broadcast_object_list(holder, src=0)
+        folder = Path(holder[0])
+    return folder, lock
 
 
 # What a resumed run may change: how long it trains, where it runs and what it prints.
-_RESUME_OVERRIDES = ("epochs", "max_steps", "quiet", "device", "workers", "out")
+_RESUME_OVERRIDES = ("epochs", "max_steps", "quiet", "device", "workers", "out", "stop_after_min")
 
 
 def _resume_config(config: TrainConfig, state: dict, ckpt_path: Path) -> TrainConfig:
@@ -87,17 +90,38 @@ def _resume_config(config: TrainConfig, state: dict, ckpt_path: Path) -> TrainCo
     return saved
 
 
-def train(config: TrainConfig, resume: str | Path | None = None, callbacks: Sequence[Any] = ()) -> TrainSummary:
-    """Train as ``resnetkit train`` does: data, model, run directory, fit, report."""
+def train(config: TrainConfig, resume: str | Path | None = None, callbacks: Sequence[Any] = (), *,
+          overwrite: bool = False) -> TrainSummary:
+    """Train as ``resnetkit train`` does: data, model, run directory, fit, report.
+
+    ``resume``: a run directory (or its last.pt) to continue exactly, or ``"auto"``: continue
+    the run in ``config.out``/``config.name`` when it has a checkpoint, else start it there
+    (what a restarted job, e.g. under ``torchrun --max-restarts``, wants). ``overwrite``:
+    replace a run that already holds the chosen directory.
+    """
     t0 = time.perf_counter()
-    state = None
+    state, folder = None, None
+    if resume == "auto":
+        if not (config.out or config.name):
+            raise ValueError("--auto-resume needs a fixed run directory: give --out or --name")
+        folder = Path(config.out) if config.out else Path("runs") / config.name
+        if (folder / "last.pt").is_file():
+            resume = folder
+        else:
+            resume, overwrite = None, overwrite or not is_finished(folder)
+            if is_finished(folder):
+                raise ValueError(f"{folder} holds a finished run without last.pt; nothing to resume")
     if resume is not None:
         path = Path(resume)
         ckpt_path = path / "last.pt" if path.is_dir() else path
         if not ckpt_path.is_file():
-            raise FileNotFoundError(f"cannot resume: {ckpt_path} does not exist (expected a run directory with last.pt)")
+            hint = (f"; it was stopped before its first checkpoint: start it again with --overwrite"
+                    if path.is_dir() and holds_run(path) else "")
+            raise FileNotFoundError(f"cannot resume: {ckpt_path} does not exist (expected a run directory with "
+                                    f"last.pt){hint}")
         state = read_checkpoint(ckpt_path)
         config = _resume_config(config, state, ckpt_path)
+        folder = ckpt_path.parent
     device = resolve_device(config.device)
     dist = distributed.init_distributed(device.type)
     set_seed(config.seed + dist.rank, config.deterministic)
@@ -105,19 +129,29 @@ def train(config: TrainConfig, resume: str | Path | None = None, callbacks: Sequ
     splits = load_data(config)
     if splits.train is None:
         raise ValueError(f"--data {config.data}: no training data found")
+    if len(splits.classes) < 2:
+        raise ValueError(f"--data {config.data} has one class ({splits.classes[0] if splits.classes else 'none'}); "
+                         "a classifier needs at least two (one folder per class)")
     in_chans = config.in_chans or splits.train.in_chans
     model_args = dict(config.model_args)
     model = create_model(config.model, num_classes=len(splits.classes), in_chans=in_chans, **model_args)
+    if config.init and state is None:  # a resumed run has its own weights already
+        for line in initialize_from(model, config.init, splits.classes):
+            log.info("--init: %s", line)
     if state is not None and list(state["classes"]) != list(splits.classes):
         raise CheckpointError(
             f"cannot resume {resume}: it was trained on classes {state['classes']}, "
             f"but --data {config.data} has {splits.classes}"
         )
-    run_dir = _run_dir(config, dist)
-    trainer = Trainer(model, splits.train, splits.val, config, run_dir=run_dir, classes=splits.classes,
-                      callbacks=callbacks, model_args=model_args)
-    if state is not None:
-        trainer.load_checkpoint_state(state)
-    history = trainer.fit()
+    run_dir, lock = _claim_run_dir(config, dist, resume=state is not None, overwrite=overwrite, folder=folder)
+    try:
+        trainer = Trainer(model, splits.train, splits.val, config, run_dir=run_dir, classes=splits.classes,
+                          callbacks=callbacks, model_args=model_args)
+        if state is not None:
+            trainer.load_checkpoint_state(state)
+        history = trainer.fit()
+    finally:
+        if lock is not None:
+            lock.release()
     return TrainSummary(run_dir, trainer.best_acc if trainer.best_epoch else None, trainer.best_epoch,
                         time.perf_counter() - t0, history)

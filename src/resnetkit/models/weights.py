@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..runtime.files import torch_load_weights_only
+
 log = logging.getLogger(__name__)
 
 # Keys under which training scripts commonly nest the state dict.
@@ -29,18 +31,20 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
-    try:
-        if path.suffix == ".safetensors":
+    expected = "a .pth/.pt state dict saved with torch.save, or a .safetensors file"
+    if path.suffix == ".safetensors":
+        try:
             from safetensors.torch import load_file
 
             obj = load_file(str(path), device="cpu")
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt zip, pickle with forbidden globals, truncated file, ...
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
-            "(expected a .pth/.pt state dict saved with torch.save, or a .safetensors file)"
-        ) from None
+        except Exception as err:  # a truncated or foreign file
+            first = str(err).splitlines()[0] if str(err) else ""
+            raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {first} (expected {expected})") from None
+    else:
+        try:
+            obj = torch_load_weights_only(path, expected)
+        except ValueError as err:  # a pickle payload is refused unread; a corrupt file is named
+            raise CheckpointError(str(err)) from None
     for key in _NESTED_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -102,7 +106,20 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
     :class:`CheckpointError` listing the missing, unexpected and mis-shaped keys.
     """
     path = Path(path)
-    state = read_state_dict(path)
+    load_weights(model, read_state_dict(path), path, strict)
+    return model
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, strict: bool = True,
+                 keep_head: bool = True) -> list[str]:
+    """:func:`load_checkpoint` for weights already in memory (``path`` names their file in messages).
+
+    ``keep_head=False`` leaves the classifier freshly initialized even when its shape fits
+    (the same number of classes, but other ones). Returns what was adapted, for the log.
+    """
+    path = Path(path)
+    state = {_strip_prefix(k): v for k, v in state.items()}
+    report: list[str] = []
     own = model.state_dict()
     for prefix in getattr(model, "checkpoint_ignore_prefixes", ()):
         state = {k: v for k, v in state.items() if not k.startswith(prefix)}
@@ -111,16 +128,17 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
     if conv_key and conv_key in state and conv_key in own:
         src, dst = state[conv_key], own[conv_key]
         if src.ndim == 4 and src.shape[1] != dst.shape[1] and src.shape[0] == dst.shape[0]:
-            log.info("adapting %s from %d to %d input channels", conv_key, src.shape[1], dst.shape[1])
+            report.append(f"{conv_key} adapted from {src.shape[1]} to {dst.shape[1]} input channels")
             state[conv_key] = adapt_input_conv(src, dst.shape[1])
 
     head_keys = _classifier_keys(model)
     head_in_file = {k for k in state if k in head_keys}
-    if any(state[k].shape != own[k].shape for k in head_in_file):
+    if head_in_file and (not keep_head or any(state[k].shape != own[k].shape for k in head_in_file)):
         for k in head_in_file:
             state.pop(k)
         head_in_file = set()
-        log.info("classifier of %s left freshly initialized: its shape differs from the model's", path.name)
+        report.append("classifier left freshly initialized (" +
+                      ("other classes" if not keep_head else "its shape differs from the model's") + ")")
 
     missing = [k for k in own if k not in state]
     if not head_in_file:
@@ -138,7 +156,10 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
         name = getattr(model, "model_name", type(model).__name__)
         raise CheckpointError(_mismatch_message(path, name, missing, unexpected, shape))
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
-    return model
+    report.insert(0, f"{sum(k in own for k in state)} of {len(own)} tensors loaded from {path.name}")
+    for line in report:
+        log.info("%s", line)
+    return report
 
 
 def _mismatch_message(path: Path, name: str, missing: list[str], unexpected: list[str], shape: list[str]) -> str:

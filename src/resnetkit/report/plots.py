@@ -280,11 +280,7 @@ def plot_spectrograms(
     if len(labels) != array.shape[0]:
         raise ValueError(f"labels must have one entry per spectrogram ({array.shape[0]}), got {len(labels)}")
 
-    count = min(array.shape[0], MAX_SPECTROGRAMS)
-    cols = min(ncols, count)
-    rows = math.ceil(count / cols)
-    fig = _new_figure(3.2 * cols + (0.6 * cols if colorbar else 0.0), 2.6 * rows + (0.4 if title else 0.0))
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    count, cols, fig, axes = _grid(array.shape[0], ncols, 3.2 + (0.6 if colorbar else 0.0), 2.6, title)
     for index, ax in enumerate(axes):
         if index >= count:
             ax.set_axis_off()
@@ -303,6 +299,15 @@ def plot_spectrograms(
     return _save(fig, path)
 
 
+def _grid(n: int, ncols: int, cell_width: float, cell_height: float, title: Optional[str]):
+    """(panels drawn, columns, figure, flat axes) for a grid of at most MAX_SPECTROGRAMS panels."""
+    count = min(n, MAX_SPECTROGRAMS)
+    cols = min(ncols, count)
+    rows = math.ceil(count / cols)
+    fig = _new_figure(cell_width * cols, cell_height * rows + (0.4 if title else 0.0))
+    return count, cols, fig, np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+
+
 def plot_images(images: Any, labels: Sequence[str], path: PathLike, ncols: int = 5, title: Optional[str] = None) -> Path:
     """Grid of images, (N, C, H, W) floats in [0, 1] with C 1 or 3, each titled with its label (at most 16)."""
     _check_path(path)
@@ -313,11 +318,7 @@ def plot_images(images: Any, labels: Sequence[str], path: PathLike, ncols: int =
         raise ValueError(f"images must have shape (N, 1 or 3, H, W), got {array.shape}")
     if len(labels) != array.shape[0]:
         raise ValueError(f"labels must have one entry per image ({array.shape[0]}), got {len(labels)}")
-    count = min(array.shape[0], MAX_SPECTROGRAMS)
-    cols = min(ncols, count)
-    rows = math.ceil(count / cols)
-    fig = _new_figure(1.9 * cols, 2.1 * rows + (0.4 if title else 0.0))
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    count, _, fig, axes = _grid(array.shape[0], ncols, 1.9, 2.1, title)
     for index, ax in enumerate(axes):
         ax.set_axis_off()
         if index >= count:
@@ -450,3 +451,106 @@ def plot_scatter(
     ax.set_title(title or f"{ylabel} vs {xlabel}")
     ax.grid(True, which="both", alpha=0.3)
     return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------
+# Explanations (Grad-CAM)
+# --------------------------------------------------------------------------------------
+
+
+def _explanation_figure(
+    background: Any,
+    cam: Any,
+    top_k: Sequence[tuple[str, float]],
+    style: str = "image",
+    title: Optional[str] = None,
+    target: Optional[str] = None,
+    duration_s: Optional[float] = None,
+    ylabel: str = "mel band",
+    yticks: Sequence[tuple[float, str]] = (),
+    method: str = "Grad-CAM",
+    bars_title: Optional[str] = None,
+) -> Figure:
+    background = np.asarray(background, dtype=np.float32)
+    cam = np.asarray(cam, dtype=np.float32)
+    if style not in ("image", "spectrogram"):
+        raise ValueError(f"style must be 'image' or 'spectrogram', got {style!r}")
+    if style == "image" and (background.ndim != 3 or background.shape[-1] not in (1, 3)):
+        raise ValueError(f"an image background must be (H, W, 1 or 3) in [0, 1], got shape {background.shape}")
+    if style == "spectrogram" and background.ndim != 2:
+        raise ValueError(f"a spectrogram background must be (F, T), got shape {background.shape}")
+    if cam.shape != background.shape[:2]:
+        raise ValueError(f"the map {cam.shape} must match the background's height and width {background.shape[:2]}")
+    if not top_k:
+        raise ValueError("top_k must list at least one (class, probability) pair")
+
+    fig = _new_figure(12.0 if style == "spectrogram" else 10.5, 3.8)
+    ax_in, ax_cam, ax_bar = fig.subplots(1, 3, width_ratios=(1.0, 1.2, 0.9) if style == "spectrogram" else (1, 1.2, 1))
+    if style == "image":
+        rgb = np.clip(background, 0.0, 1.0)
+        shown = rgb[..., 0] if rgb.shape[-1] == 1 else rgb
+        gray = {"cmap": "gray", "vmin": 0.0, "vmax": 1.0} if rgb.shape[-1] == 1 else {}
+        ax_in.imshow(shown, interpolation="nearest", **gray)
+        ax_in.set_title("input (as the model sees it)", fontsize=10)
+        ax_cam.imshow(shown, interpolation="nearest", **gray)
+        heat = ax_cam.imshow(cam, cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0, interpolation="bilinear")
+        for ax in (ax_in, ax_cam):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    else:
+        height, width = background.shape
+        extent = (0.0, float(duration_s) if duration_s else float(width), 0.0, float(height))
+        common = {"origin": "lower", "aspect": "auto", "extent": extent, "interpolation": "nearest"}
+        image = ax_in.imshow(background, cmap="magma", **common)
+        fig.colorbar(image, ax=ax_in, format="%.0f dB", pad=0.02)
+        ax_in.set_title("log-mel spectrogram" if yticks else "input features", fontsize=10)
+        ax_cam.imshow(background, cmap="gray", **common)
+        heat = ax_cam.imshow(cam, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0, **{**common, "interpolation": "bilinear"})
+        for ax in (ax_in, ax_cam):
+            ax.set_xlabel("time (s)" if duration_s else "frame")
+            ax.set_ylabel(ylabel)
+            if yticks:
+                ax.set_yticks([position for position, _ in yticks], [label for _, label in yticks])
+    fig.colorbar(heat, ax=ax_cam, fraction=0.046, pad=0.03, label="class activation")
+    ax_cam.set_title(f"{method}: {target}" if target else method, fontsize=10)
+
+    names = [str(name) for name, _ in top_k][::-1]
+    probs = [float(p) for _, p in top_k][::-1]
+    colours = ["tab:red" if target is not None and name == str(target) else "tab:blue" for name in names]
+    bars = ax_bar.barh(range(len(names)), probs, color=colours)
+    ax_bar.set_yticks(range(len(names)), names)
+    ax_bar.set_xlim(0.0, 1.0)
+    ax_bar.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax_bar.bar_label(bars, labels=[f"{p:.1%}" for p in probs], padding=2, fontsize=8)
+    ax_bar.set_title(bars_title or f"top {len(names)} classes", fontsize=10)
+    ax_bar.spines[["top", "right"]].set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def plot_explanation(path: PathLike, background: Any, cam: Any, top_k: Sequence[tuple[str, float]],
+                     **kwargs: Any) -> Path:
+    """The input, its class-activation map over it and the top-k classes, side by side.
+
+    ``background``: an image (H, W, C) in [0, 1] (``style="image"``) or a spectrogram (F, T)
+    in dB (``style="spectrogram"``, drawn with low frequencies at the bottom; ``duration_s``
+    labels the time axis in seconds, ``yticks`` places (band, label) pairs such as Hz on
+    the frequency axis). ``cam``: (H, W) or (F, T) in [0, 1]. ``top_k``: (class, probability)
+    pairs, best first; ``target`` (the explained class) is drawn in red; ``method`` names the map.
+    """
+    _check_path(path)
+    return _save(_explanation_figure(background, cam, top_k, **kwargs), path)
+
+
+def explanation_png(background: Any, cam: Any, top_k: Sequence[tuple[str, float]], **kwargs: Any) -> bytes:
+    """:func:`plot_explanation` as PNG bytes (for an HTTP response), nothing written to disk."""
+    import io
+
+    fig = _explanation_figure(background, cam, top_k, **kwargs)
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=DPI)
+    finally:
+        fig.clear()
+    return buffer.getvalue()

@@ -1,0 +1,1 @@
+"""Tools for testing code that uses resnetkit, and resnetkit itself (fault injection)."""
