@@ -111,7 +111,7 @@ def test_a_broken_export_fails_and_is_marked(image_run, tmp_path, monkeypatch, c
 
 
 @pytest.mark.slow
-def test_int8_onnx_export_measures_its_cost(image_run, tmp_path, capsys):
+def test_int8_onnx_export_measures_its_cost(image_run, cifar_folder, tmp_path, capsys):
     out = tmp_path / "int8.onnx"
     assert main(["export", "--checkpoint", str(image_run), "--format", "onnx", "--out", str(out), "--int8",
                  "--calibrate", "128"]) == 0
@@ -131,7 +131,7 @@ def test_int8_onnx_export_measures_its_cost(image_run, tmp_path, capsys):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
     assert not list(tmp_path.glob(".int8.onnx.*"))  # the temporary fp32/int8 files are gone
     with pytest.raises(ValueError, match="runs in its own precision"):
-        loaded.evaluate(image_run, precision="bf16")
+        loaded.evaluate(cifar_folder, precision="bf16")
 
 
 @pytest.mark.slow

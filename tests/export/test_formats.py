@@ -25,7 +25,7 @@ FAMILIES = {
     "resnet v1 (bottleneck)": ("resnet50_v1", {"width_mult": 0.125}, 64),
     "resnet-d": ("resnet18d", {"width_mult": 0.25}, 64),
     "se-resnet": ("seresnet18", {"width_mult": 0.25}, 64),
-    "resnext": ("resnext50_32x4d", {"width_mult": 0.125}, 64),
+    "resnext": ("resnext50_32x4d", {"width_mult": 0.25}, 64),
     "wide-resnet": ("wide_resnet50_2", {"width_mult": 0.0625}, 64),
     "cifar resnet": ("resnet20", {}, 32),
     "pre-activation": ("preact_resnet20", {}, 32),

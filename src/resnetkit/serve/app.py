@@ -175,7 +175,8 @@ def create_app(loaded: Any, config: ServeConfig = ServeConfig()) -> FastAPI:
     async def model_info() -> dict:
         spec = loaded.input_spec
         model = getattr(loaded, "model", None)
-        params = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else None
+        params = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else 0
+        params = params or None  # an exported file (onnxruntime) has no PyTorch parameters to count
         return {"name": name, "kind": kind, "classes": classes, "num_classes": len(classes),
                 "input": spec.to_dict(), "parameters": params,
                 "source": Path(str(getattr(loaded, "path", name))).name,
