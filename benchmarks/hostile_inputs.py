@@ -94,6 +94,12 @@ def make_files(data: Path, scratch: Path) -> dict[str, Path]:
 
     torch.save(torchvision.models.resnet18().state_dict(), scratch / "tv.pth")
     f["torchvision weights"] = scratch / "tv.pth"
+    # Someone else's ONNX model: a graph, but no classes and no preprocessing.
+    torch.onnx.export(torch.nn.Linear(4, 2), (torch.randn(2, 4),), str(scratch / "foreign.onnx"), dynamo=True,
+                      verbose=False)
+    f["ONNX file without resnetkit metadata"] = scratch / "foreign.onnx"
+    (scratch / "cut.onnx").write_bytes(b"\x08\x07" + np.random.default_rng(2).bytes(2000))
+    f["truncated ONNX"] = scratch / "cut.onnx"
     return f
 
 
@@ -171,6 +177,15 @@ def main() -> None:
         ("--resume a run directory without last.pt", train("--resume", str(f["empty folder"]))),
         ("--init of another architecture", train("--init", str(f["torchvision weights"]), "--model", "resnet50")),
         ("same --out as a finished run", train("--out", str(run))),
+        # exported files
+        ("export --format tflite", ["export", "--checkpoint", str(run), "--format", "tflite"]),
+        ("export --int8 to pt2", ["export", "--checkpoint", str(run), "--format", "pt2", "--int8"]),
+        ("export --out a folder", ["export", "--checkpoint", str(run), "--format", "onnx", "--out", str(scratch)]),
+        ("evaluate: ONNX file without resnetkit metadata",
+         ["evaluate", "--checkpoint", str(f["ONNX file without resnetkit metadata"]), "--data", str(f["images"])]),
+        ("predict: truncated ONNX", ["predict", "--checkpoint", str(f["truncated ONNX"]), str(f["16-bit PNG"])]),
+        ("evaluate --precision int8 --amp bf16",
+         ["evaluate", "--checkpoint", str(run), "--data", str(f["images"]), "--precision", "int8", "--amp", "bf16"]),
     ]
     audio_folder = scratch / "audio"
     for name, key in (("a", "0-byte WAV"), ("b", "WAV header: 3 Hz"), ("c", "WAV header: 65535 channels, 4 GB"),

@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import argparse
 
-from resnetkit.engine.config import AMP_MODES
+from resnetkit.cli.precision_options import add_precision_arguments, precision_from_args
 from resnetkit.runtime.files import to_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="a run directory or a last.pt/best.pt file")
+    p.add_argument("--checkpoint", required=True,
+                   help="a run directory, a last.pt/best.pt file, or a file of `resnetkit export` (.onnx, .pt2, TorchScript)")
     p.add_argument("--data", required=True, help="a folder (test/ or val/ inside, or class folders), or a data set name")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", choices=AMP_MODES, default="auto",
-                   help="precision of the forward pass (off: plain fp32)")
+    add_precision_arguments(p)
     p.add_argument("--on-corrupt", choices=["skip", "stop"], default="skip")
     p.add_argument("--json", action="store_true", help="print every metric as one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
-    from resnetkit.engine.inference import load_run
+    from resnetkit.engine.inference import load_model
 
-    loaded = load_run(args.checkpoint, device=args.device)
+    precision = precision_from_args(args)
+    loaded = load_model(args.checkpoint, device=args.device)
     data = loaded.load_eval_data(args.data, on_corrupt=args.on_corrupt)
-    result = loaded.evaluate(data, batch_size=args.batch_size, amp=args.amp)
+    result = loaded.evaluate(data, batch_size=args.batch_size, precision=precision)
     m = result.metrics
     if args.json:
         print(to_json(m))

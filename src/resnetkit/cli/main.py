@@ -17,6 +17,7 @@ COMMANDS = {
     "compare": "Train several models under one recipe and budget; table and plots.",
     "models": "Show the registered models, or one model in detail.",
     "benchmark": "Measure training and inference speed (against torchvision and timm with --against).",
+    "export": "Export a trained run to ONNX, TorchScript or pt2 (optionally int8), checked against PyTorch.",
     "explain": "Grad-CAM explanations (PNGs) of a trained run for image or audio files.",
     "serve": "HTTP API with dynamic batching, Grad-CAM and a web page.",
 }

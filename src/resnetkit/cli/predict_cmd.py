@@ -5,26 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 
-from resnetkit.engine.config import AMP_MODES
+from resnetkit.cli.precision_options import add_precision_arguments, precision_from_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="a run directory or a last.pt/best.pt file")
+    p.add_argument("--checkpoint", required=True,
+                   help="a run directory, a last.pt/best.pt file, or a file of `resnetkit export` (.onnx, .pt2, TorchScript)")
     p.add_argument("inputs", nargs="+", help="files or folders")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", choices=AMP_MODES, default="auto",
-                   help="precision of the optimized inference model (off: plain fp32)")
+    add_precision_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object per input")
 
 
 def run(args: argparse.Namespace) -> int:
-    from resnetkit.engine.inference import load_run
+    from resnetkit.engine.inference import load_model
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
-    loaded = load_run(args.checkpoint, device=args.device)
-    results = loaded.predict(args.inputs, top_k=args.top_k, amp=args.amp)
+    precision = precision_from_args(args)
+    loaded = load_model(args.checkpoint, device=args.device)
+    results = loaded.predict(args.inputs, top_k=args.top_k, precision=precision)
     failed = 0
     for r in results:
         if args.json:

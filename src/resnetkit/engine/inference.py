@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable, Optional
 
 import torch
 from torch import nn
@@ -31,30 +31,51 @@ class LoadedRun:
     path: Path
     device: torch.device
     _inference_models: dict = field(default_factory=dict, repr=False)
+    config: Optional[dict] = field(default=None, repr=False)  # the run's TrainConfig as a dict (its data, for int8)
+
+    # Batches for evaluate in channels-last memory format (4-D inputs).
+    channels_last: ClassVar[bool] = True
 
     @property
     def kind(self) -> str:
         return self.input_spec.kind
 
     def inference_model(self, amp: str = "auto") -> nn.Module:
-        """The run's model through optimize_for_inference (``amp="off"``: plain fp32), built once per precision.
+        """The run's model through optimize_for_inference (``amp="off"``/``"fp32"``: plain fp32), built once per precision.
 
         No torch.compile: evaluate and predict run once, and compilation would cost more
-        than it saves on a few thousand inputs.
+        than it saves on a few thousand inputs. ``"int8"`` quantizes the model (PT2E,
+        X86InductorQuantizer) on samples of the run's training split, rebuilt from its
+        configuration.
         """
+        amp = _precision(amp)
         if amp not in self._inference_models:
             from ..export import optimize_for_inference
 
+            calibration = self.calibration_samples() if amp == "int8" else None
             self._inference_models[amp] = optimize_for_inference(self.model, precision=amp, device=self.device,
-                                                                 compile=False)
+                                                                 compile=False, calibration=calibration)
         return self._inference_models[amp]
+
+    def calibration_samples(self, count: int = 512) -> list[torch.Tensor]:
+        """Up to ``count`` inputs drawn from the run's training split (for int8 calibration)."""
+        from .exporting import run_splits, sample_batches
+
+        splits = run_splits(self)
+        if splits.train is None:
+            raise ValueError(f"{self.path}: the run's data has no training split to calibrate int8 on")
+        return [x for x, _ in sample_batches(splits.train, self.input_spec, count, seed=1)]
 
     def load_eval_data(self, path: str, on_corrupt: str = "skip") -> LabelledData:
         """The held-out part of ``path`` (its test/ or val/ split, or all of it), read as the run was trained."""
         return load_eval_data(self.input_spec, str(path), on_corrupt)
 
-    def evaluate(self, data: Any, batch_size: int = 256, amp: str = "auto") -> EvalResult:
-        """Evaluate on ``data`` (a path, a data set name or loaded data), classes matched by name."""
+    def evaluate(self, data: Any, batch_size: int = 256, amp: str = "auto", precision: Optional[str] = None) -> EvalResult:
+        """Evaluate on ``data`` (a path, a data set name or loaded data), classes matched by name.
+
+        ``precision`` (auto, fp32, bf16, fp16, int8), when given, takes the place of ``amp``.
+        """
+        amp = precision or amp
         if isinstance(data, (str, Path)):
             data = self.load_eval_data(str(data))
         data = as_labelled_data(data, self.classes)
@@ -63,15 +84,16 @@ class LoadedRun:
         model = self.inference_model(amp)
         # The optimized module carries its own precision; autocast stays off around it.
         result = evaluate(model, data, batch_size=batch_size, device=self.device, amp="off", classes=self.classes,
-                          input_spec=self.input_spec)
+                          input_spec=self.input_spec, channels_last=self.channels_last)
         # Said in the output, as metrics.json of the run says it: which path computed the numbers.
         result.metrics["inference"] = model.description
         result.metrics["skipped"] = [{"path": f.path, "reason": f.reason} for f in data.skipped]
         return result
 
     @torch.no_grad()
-    def predict(self, inputs: Any, top_k: int = 5, amp: str = "auto") -> list[dict]:
+    def predict(self, inputs: Any, top_k: int = 5, amp: str = "auto", precision: Optional[str] = None) -> list[dict]:
         """Top-k classes for files, folders, uploads (bytes) or in-memory samples (PIL images, tensors)."""
+        amp = precision or amp
         items = list(expand_inputs(inputs, self.input_spec))
         if not items:
             raise ValueError(f"nothing to predict: no {self.kind} files among the inputs")
@@ -150,4 +172,61 @@ def load_run(path: str | Path, device: str = "auto", weights: str = "best") -> L
     except (RuntimeError, TypeError, ValueError) as err:
         raise CheckpointError(f"{ckpt}: weights do not fit {state['model_name']}: {err}") from None
     model = model.to(dev).eval()
-    return LoadedRun(model, classes, spec, state["model_name"], ckpt, dev)
+    return LoadedRun(model, classes, spec, state["model_name"], ckpt, dev, config=state.get("config"))
+
+
+# What evaluate and predict accept for their precision: optimize_for_inference's, with fp32 for "off".
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16", "int8")
+
+
+def _precision(value: str) -> str:
+    value = "off" if value == "fp32" else value
+    if value not in ("auto", "off", "bf16", "fp16", "int8"):
+        raise ValueError(f"precision must be one of {', '.join(PRECISION_CHOICES)} (or amp off); got {value!r}")
+    return value
+
+
+@dataclass
+class LoadedExport(LoadedRun):
+    """An exported file (ONNX, TorchScript, pt2) with the surface of a trained run.
+
+    The file runs as it was written: its precision (fp32, or int8 for a quantized ONNX file)
+    is fixed, so evaluate and predict take ``auto`` or that precision.
+    """
+
+    format: str = "onnx"
+    precision: str = "fp32"
+    input: str = ""  # what the graph takes: waveform, features, image, ...
+
+    channels_last: ClassVar[bool] = False  # onnxruntime wants contiguous input; waveforms are 2-D
+
+    def inference_model(self, amp: str = "auto") -> nn.Module:
+        amp = _precision(amp)
+        if amp not in ("auto", "off" if self.precision == "fp32" else self.precision):
+            raise ValueError(f"{self.path} is an exported {self.format} file and runs in its own precision ({self.precision}); "
+                             f"precision {amp!r} applies to run directories (use auto or {self.precision})")
+        runtime = "onnxruntime" if self.format == "onnx" else "torch"
+        self.model.description = f"exported {self.format} file {self.path.name} ({self.precision}, {runtime})"
+        return self.model
+
+    def calibration_samples(self, count: int = 512) -> list[torch.Tensor]:
+        raise ValueError(f"{self.path} is an exported file; int8 from it needs `resnetkit export --int8` on the run")
+
+
+def load_model(path: str | Path, device: str = "auto", weights: str = "best") -> LoadedRun:
+    """A run directory, a checkpoint or an exported file (ONNX, TorchScript, .pt2), ready for evaluate and predict.
+
+    The one loader of the command line and the server: run directories and ``.pt``
+    checkpoints go through :func:`load_run`, files written by ``resnetkit export`` through
+    :func:`resnetkit.export.load_exported`; both give the same surface (``classes``,
+    ``input_spec``, ``kind``, ``model_name``, ``predict``, ``evaluate``).
+    """
+    from ..export import load_exported, sniff_format
+
+    p = Path(path)
+    if p.is_file() and sniff_format(p) is not None:
+        exported = load_exported(p, device=resolve_device(device))
+        return LoadedExport(exported.module, exported.classes, exported.input_spec, exported.model_name, p,
+                            exported.device, format=exported.format, precision=exported.precision,
+                            input=exported.input)
+    return load_run(path, device=device, weights=weights)

@@ -33,12 +33,10 @@ RETRY_AFTER_S = 1
 
 
 def load_for_serving(path: str | Path, device: str = "auto") -> Any:
-    """Load what ``--checkpoint`` names: a run directory or .pt file (and exported files where supported)."""
-    from ..engine import inference
+    """Load what ``--checkpoint`` names: a run directory, a .pt checkpoint or an exported file (.onnx, .pt2, TorchScript)."""
+    from ..engine.inference import load_model
 
-    # load_model opens exported files (.onnx, .pt2, TorchScript) with load_run's surface where it exists.
-    load = getattr(inference, "load_model", inference.load_run)
-    return load(path) if device == "auto" else load(path, device=device)
+    return load_model(path, device=device)
 
 
 class ClassProbability(BaseModel):
@@ -177,7 +175,8 @@ def create_app(loaded: Any, config: ServeConfig = ServeConfig()) -> FastAPI:
     async def model_info() -> dict:
         spec = loaded.input_spec
         model = getattr(loaded, "model", None)
-        params = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else None
+        params = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else 0
+        params = params or None  # an exported file (onnxruntime) has no PyTorch parameters to count
         return {"name": name, "kind": kind, "classes": classes, "num_classes": len(classes),
                 "input": spec.to_dict(), "parameters": params,
                 "source": Path(str(getattr(loaded, "path", name))).name,
