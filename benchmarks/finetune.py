@@ -10,6 +10,7 @@ the same 200 images, over several seeds.
 
 Usage:
     python benchmarks/finetune.py --data ../shared/data/cifar10 --out runs/bench-finetune [--seeds 0,1,2]
+        [--pretrain-epochs 15] [--pretrain-per-class N]
 Writes <out>/finetune.json and prints a Markdown table.
 """
 
@@ -45,6 +46,8 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench-finetune")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--pretrain-epochs", type=int, default=15)
+    p.add_argument("--pretrain-per-class", type=int, default=None,
+                   help="training images per source class for pretraining (default: all but a held-out fifth)")
     p.add_argument("--epochs", type=int, default=30, help="epochs on the 200 target images (both arms)")
     args = p.parse_args()
     src = Path(args.data) / "train" if (Path(args.data) / "train").is_dir() else Path(args.data)
@@ -53,7 +56,8 @@ def main() -> None:
     source = [c for c in classes if c not in TARGET]
 
     pre_data = out / "data-8"
-    _link_subset(src, pre_data / "train", source, lambda fs: fs[: int(0.8 * len(fs))])
+    per_class = args.pretrain_per_class
+    _link_subset(src, pre_data / "train", source, lambda fs: fs[: min(per_class or len(fs), int(0.8 * len(fs)))])
     _link_subset(src, pre_data / "val", source, lambda fs: fs[int(0.8 * len(fs)):])
     target = out / "data-2"
     _link_subset(src, target / "train", TARGET, lambda fs: fs[:PER_CLASS_TRAIN])
@@ -68,6 +72,7 @@ def main() -> None:
                                                           "out": str(pre_dir), "quiet": True, "val_split": None}),
                   resume="auto")
         results["pretrain"] = {"best_val_acc": s.best_val_acc, "epochs": args.pretrain_epochs,
+                               "train_images_per_class": per_class or "80%",
                                "classes": source, "seconds": time.perf_counter() - t0}
         results_path.write_text(json.dumps(results, indent=2))
 

@@ -21,6 +21,7 @@ from ..data.audio_layouts import AUDIO_LAYOUTS, check_fsdd_split
 from ..data.audio_settings import feature_config_from
 from ..data.folders import ON_CORRUPT
 from ..runtime.device import PRECISIONS
+from .tta import TTA_MODES
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
@@ -92,6 +93,7 @@ class TrainConfig:
     name: Optional[str] = None  # default: <model>-<data>-<time>
     quiet: bool = False
     eval_every: int = 1  # epochs between validations
+    tta: str = "none"  # test-time augmentation of the final metrics (metrics.json): none or flip (images)
 
     def __post_init__(self) -> None:
         if isinstance(self.audio, dict):
@@ -106,6 +108,7 @@ class TrainConfig:
         _choice(self, "on_corrupt", ON_CORRUPT)
         _choice(self, "milestone_unit", MILESTONE_UNITS)
         _choice(self, "audio_layout", AUDIO_LAYOUTS)
+        _choice(self, "tta", TTA_MODES)
         check_fsdd_split(self.fsdd_split)
         for name in ("model", "data", "augment", "device", "keywords"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):

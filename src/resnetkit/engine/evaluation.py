@@ -13,6 +13,7 @@ from ..data import BatchOptions, InputSpec, as_labelled_data
 from ..data.batching import BatchSource
 from ..runtime.device import autocast, resolve_device, resolve_precision
 from .metrics import ClassificationMetrics
+from .tta import with_tta
 
 
 def loss_fn(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0, reduction: str = "mean") -> torch.Tensor:
@@ -66,10 +67,12 @@ def evaluate(
     classes: Optional[Sequence[str]] = None,
     input_spec: Optional[InputSpec] = None,
     channels_last: bool = True,
+    tta: str = "none",
 ) -> EvalResult:
     """Loss, accuracy and the full metrics of ``model`` on ``data`` (Keras' ``model.evaluate``).
 
     ``data`` is any labelled data of :mod:`resnetkit.data` or an ``(inputs, labels)`` pair.
+    ``tta="flip"`` averages the logits of each image and its mirror (images only).
     """
     device = resolve_device(device)
     model = model.to(device)
@@ -79,5 +82,6 @@ def evaluate(
     spec = input_spec or data.input_spec(model)
     classes = list(classes or data.classes)
     options = BatchOptions(train=False, batch_size=batch_size, device=device, channels_last=channels_last)
+    model = with_tta(model, tta, spec.kind)
     m = evaluate_batches(model, data.batches(spec, options), classes, device, resolve_precision(amp, device))
     return EvalResult(m["loss"], m["top1"], m)

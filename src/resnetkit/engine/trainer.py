@@ -35,6 +35,7 @@ from .evaluation import EvalResult, evaluate_batches, loss_fn, soft_accuracy_hit
 from .finetune import FineTuning, is_head_parameter
 from .history import History, write_metrics_csv
 from .optim import build_optimizer, build_scheduler
+from .tta import check_tta, with_tta
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class Trainer:
         self.input_spec = input_spec or self.train_data.input_spec(model, cfg.img_size)
         if getattr(model, "data_config", None) is not None:  # a resnetkit model: say if the input is too small
             check_input_size(model, self.input_spec.input_size, hint=self.input_spec.resize_hint)
+        check_tta(cfg.tta, self.input_spec.kind)  # now, not after the last epoch
         self.augment = augment if augment is not None else self.train_data.augment_config(cfg.augment, cfg.augment_args)
         workers = cfg.workers if cfg.workers is not None else min(8, torch.get_num_threads())
         num_classes = len(self.classes) or getattr(model, "num_classes", None)
@@ -522,7 +524,8 @@ class Trainer:
 
     def _best_metrics(self) -> dict | None:
         """Validation metrics of the best epoch's weights (what best.pt and best.safetensors hold), through
-        the same inference path as ``resnetkit evaluate`` (optimize_for_inference at the run's precision)."""
+        the same inference path as ``resnetkit evaluate`` (optimize_for_inference at the run's precision,
+        with the recipe's test-time augmentation)."""
         if self.val_batches is None:
             return None
         from ..export import optimize_for_inference
@@ -531,6 +534,7 @@ class Trainer:
         if self._best_weights is not None:
             model.load_state_dict(self._best_weights)
         served = optimize_for_inference(model, precision=self.config.amp, device=self.device, compile=False)
+        served = with_tta(served, self.config.tta, self.input_spec.kind)
         m = evaluate_batches(served, self.val_batches, self.classes, self.device)
         m["epoch"] = self.best_epoch
         m["inference"] = served.description
