@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from resnetkit.cli.precision_options import add_precision_arguments, precision_from_args
+from resnetkit.engine.tta import TTA_MODES
 from resnetkit.runtime.files import to_json
 
 
@@ -16,6 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     add_precision_arguments(p)
     p.add_argument("--on-corrupt", choices=["skip", "stop"], default="skip")
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
+                   help="test-time augmentation: flip averages each image with its mirror (images only)")
     p.add_argument("--json", action="store_true", help="print every metric as one JSON object")
 
 
@@ -25,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     precision = precision_from_args(args)
     loaded = load_model(args.checkpoint, device=args.device)
     data = loaded.load_eval_data(args.data, on_corrupt=args.on_corrupt)
-    result = loaded.evaluate(data, batch_size=args.batch_size, precision=precision)
+    result = loaded.evaluate(data, batch_size=args.batch_size, precision=precision, tta=args.tta)
     m = result.metrics
     if args.json:
         print(to_json(m))

@@ -21,6 +21,7 @@ from resnetkit.engine.config import (
     TrainConfig,
     build_config,
 )
+from resnetkit.engine.tta import TTA_MODES
 from resnetkit.models.layers import ACTIVATION_NAMES, NORM_NAMES
 
 
@@ -87,6 +88,8 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--auto-augment", choices=["randaugment", "trivialaugment"])
     d.add_argument("--random-erasing", type=float)
     d.add_argument("--on-corrupt", choices=ON_CORRUPT, help="skip unreadable files (named in the log) or stop")
+    d.add_argument("--tta", choices=TTA_MODES,
+                   help="test-time augmentation of the final metrics: flip averages each image with its mirror")
     a = p.add_argument_group("audio")
     a.add_argument("--sample-rate", type=int, help="resample every clip to this rate (Hz)")
     a.add_argument("--clip-seconds", type=float, help="crop or pad every clip to this duration")

@@ -15,6 +15,7 @@ from ..models.weights import CheckpointError
 from ..runtime.device import resolve_device
 from .checkpoint import checkpoint_weights, read_checkpoint
 from .evaluation import EvalResult, evaluate
+from .tta import check_tta, with_tta
 
 # How many inputs predict prepares and runs at a time.
 PREDICT_CHUNK = 64
@@ -70,18 +71,21 @@ class LoadedRun:
         """The held-out part of ``path`` (its test/ or val/ split, or all of it), read as the run was trained."""
         return load_eval_data(self.input_spec, str(path), on_corrupt)
 
-    def evaluate(self, data: Any, batch_size: int = 256, amp: str = "auto", precision: Optional[str] = None) -> EvalResult:
+    def evaluate(self, data: Any, batch_size: int = 256, amp: str = "auto", precision: Optional[str] = None,
+                 tta: str = "none") -> EvalResult:
         """Evaluate on ``data`` (a path, a data set name or loaded data), classes matched by name.
 
         ``precision`` (auto, fp32, bf16, fp16, int8), when given, takes the place of ``amp``.
+        ``tta="flip"`` averages the logits of each image and its mirror (images only).
         """
         amp = precision or amp
+        check_tta(tta, self.kind)
         if isinstance(data, (str, Path)):
             data = self.load_eval_data(str(data))
         data = as_labelled_data(data, self.classes)
         if list(data.classes) != list(self.classes):
             data = data.remap_classes(self.classes)
-        model = self.inference_model(amp)
+        model = with_tta(self.inference_model(amp), tta, self.kind)
         # The optimized module carries its own precision; autocast stays off around it.
         result = evaluate(model, data, batch_size=batch_size, device=self.device, amp="off", classes=self.classes,
                           input_spec=self.input_spec, channels_last=self.channels_last)
