@@ -8,7 +8,7 @@ model selection on the test set).
 
 Usage:
     python benchmarks/fsdd.py --data ../shared/data/fsdd/recordings --out runs/bench-fsdd \
-        [--models res15_narrow,resnet20,plain20] [--splits official,loso]
+        [--models res15_narrow,resnet20,plain20] [--splits official,loso] [--recipe audio_default]
 Writes <out>/fsdd_benchmark.json and prints a Markdown table.
 """
 
@@ -36,8 +36,8 @@ RECIPES = {
 }
 
 
-def run_one(model: str, split: str, data: str, out: Path, extra: dict) -> dict:
-    recipe = RECIPES.get(model, "fsdd_resnet20")
+def run_one(model: str, split: str, data: str, out: Path, extra: dict, recipe: str | None = None) -> dict:
+    recipe = recipe or RECIPES.get(model, "fsdd_resnet20")
     name = split.replace(":", "-")
     overrides = {"model": model, "data": data, "fsdd_split": split, "out": str(out / model / name), "quiet": True,
                  "in_chans": 1, **extra}
@@ -57,6 +57,7 @@ def main() -> None:
     p.add_argument("--models", default="res15_narrow,resnet20,plain20")
     p.add_argument("--splits", default="official,loso", help="official, loso, or speakers:NAME entries")
     p.add_argument("--epochs", type=int, help="override every recipe's epochs")
+    p.add_argument("--recipe", help="train every model with this recipe (e.g. audio_default) instead of its own")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -74,7 +75,7 @@ def main() -> None:
         for split in splits:
             if (model, split) in done:
                 continue
-            results.append(run_one(model, split, args.data, out, extra))
+            results.append(run_one(model, split, args.data, out, extra, args.recipe))
             logging.info("%s %s: %.2f%% in %.0f s", model, split, 100 * results[-1]["test_acc_last_epoch"],
                          results[-1]["seconds"])
             results_path.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "runs": results}, indent=2))

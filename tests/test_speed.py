@@ -46,3 +46,16 @@ def test_cli_benchmark_against_torchvision(tmp_path, capsys):
 def test_cli_benchmark_bad_mode(capsys):
     assert main(["benchmark", "--modes", "fly"]) == 2
     assert "unknown mode 'fly'" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # compiles the int8 model (inductor freezing)
+def test_cli_benchmark_int8_and_bad_precisions(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", "--models", "resnet20", "--batch-sizes", "4", "--modes", "infer", "--precisions", "fp32",
+                 "--channels-last", "off", "--optimized", "int8", "--repeats", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert any(r["optimized"] and r["precision"] == "int8" and r["images_per_sec"] > 0 for r in rows)
+    assert main(["benchmark", "--optimized", "int4"]) == 2
+    assert "--optimized takes auto, fp32, bf16, fp16, int8, none, got 'int4'" in capsys.readouterr().err
+    assert main(["benchmark", "--precisions", "int8"]) == 2
+    assert "--precisions takes fp32, bf16, fp16, got 'int8'" in capsys.readouterr().err

@@ -135,7 +135,8 @@ def build_model(library: str, name: str, num_classes: int = 1000) -> nn.Module:
 def prepare(case: Case, device: torch.device) -> Callable[[], None]:
     """Build the model of ``case`` and return a function that runs one timed call."""
     torch.manual_seed(0)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": None}[case.precision]
+    # auto and int8 are precisions of optimize_for_inference only, which sets its own input dtype.
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": None, "int8": None}[case.precision]
     model = build_model(case.library, case.model).to(device)
     in_chans = getattr(model, "in_chans", 3)
     batch = 1 if case.mode == "latency" else case.batch_size

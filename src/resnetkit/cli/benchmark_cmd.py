@@ -43,6 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", metavar="FILE", help="write every result as CSV")
 
 
+PLAIN_PRECISIONS = ("fp32", "bf16", "fp16")
+OPTIMIZED_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8", "none")
+
+
 def build_cases(args: argparse.Namespace) -> list:
     from resnetkit.models import create_model
     from resnetkit.speed import LIBRARIES, MODES, Case
@@ -52,6 +56,12 @@ def build_cases(args: argparse.Namespace) -> list:
     for mode in args.modes:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
+    for prec in args.precisions:
+        if prec not in PLAIN_PRECISIONS:
+            raise ValueError(f"--precisions takes {', '.join(PLAIN_PRECISIONS)}, got {prec!r}")
+    for prec in args.optimized:
+        if prec not in OPTIMIZED_PRECISIONS:
+            raise ValueError(f"--optimized takes {', '.join(OPTIMIZED_PRECISIONS)}, got {prec!r}")
     for lib in args.against:
         if lib not in LIBRARIES[1:]:
             raise ValueError(f"--against takes torchvision and/or timm, got {lib!r}")

@@ -107,7 +107,7 @@ def optimize_for_inference(
 
 def _optimize_int8(model: nn.Module, device: str | torch.device | None, channels_last: bool, compile: bool,
                    calibration: Any) -> InferenceModule:
-    from .quantize import FrozenInt8, calibration_batches, example_batch, lower_int8, quantize_pt2e
+    from .quantize import FrozenInt8, calibration_batches, cpu_has_vnni, example_batch, lower_int8, quantize_pt2e
 
     device = torch.device(device or "cpu")
     if device.type != "cpu":
@@ -126,7 +126,9 @@ def _optimize_int8(model: nn.Module, device: str | torch.device | None, channels
     else:
         quantized, how = FrozenInt8(lower_int8(converted, example_batch(batches))), "lowered to oneDNN int8 ops"
     samples = sum(len(b) for b in batches)
-    description = f"int8 PT2E (X86InductorQuantizer, {samples} calibration samples), {how}"
+    description = f"int8 PT2E (X86InductorQuantizer, {samples} calibration samples"
+    description += ", 7-bit activations: no VNNI), " if not cpu_has_vnni() else "), "
+    description += how
     if channels_last:
         description += ", channels-last"
     return InferenceModule(quantized, device, torch.float32, channels_last, description, source=model)
