@@ -205,7 +205,9 @@ def main() -> None:
         proc = subprocess.run([sys.executable, "-m", "resnetkit", *argv], capture_output=True, text=True, timeout=900)
         text = (proc.stderr + proc.stdout).strip()
         lines = [l for l in text.splitlines() if l.strip() and not l.startswith("epoch ")]
-        message = next((l for l in lines if "error" in l.lower() or ": " in l), lines[-1] if lines else "")
+        # The error line when there is one (an info line such as the recipe chosen may come first).
+        message = next((l for l in lines if "error" in l.lower()),
+                       next((l for l in lines if ": " in l), lines[-1] if lines else ""))
         rows.append({"case": label, "exit": proc.returncode, "traceback": "Traceback" in text,
                      "message": message[:300], "seconds": round(time.perf_counter() - t0, 1)})
         print(f"{label:60s} exit {proc.returncode:3d} {'TRACEBACK ' if 'Traceback' in text else ''}{message[:150]}",
