@@ -142,7 +142,8 @@ def _metadata(graph: ExportGraph, spec: InputSpec, classes: Sequence[str], name:
                           versions={"resnetkit": resnetkit.__version__, "torch": torch.__version__.split("+")[0]})
 
 
-def _batch_dim() -> Any:
+def batch_dim() -> Any:
+    """The dynamic batch axis of every exported or quantized graph."""
     return torch.export.Dim("batch", min=1, max=1 << 20)
 
 
@@ -151,7 +152,7 @@ def _write_onnx(graph: ExportGraph, path: str, meta: ExportMetadata) -> None:
 
     program = torch.onnx.export(graph.module, (graph.example,), dynamo=True, opset_version=ONNX_OPSET,
                                 input_names=["input"], output_names=["logits"],
-                                dynamic_shapes=({0: _batch_dim()},), verbose=False)
+                                dynamic_shapes=({0: batch_dim()},), verbose=False)
     proto = program.model_proto
     add_onnx_metadata(proto, meta)
     onnx.save_model(proto, path)  # weights inside the file: ResNets stay far below ONNX's 2 GB limit
@@ -174,7 +175,7 @@ def _write_torchscript(graph: ExportGraph, path: str, meta: ExportMetadata) -> N
 
 
 def _write_pt2(graph: ExportGraph, path: str, meta: ExportMetadata) -> None:
-    program = torch.export.export(graph.module, (graph.example,), dynamic_shapes=({0: _batch_dim()},))
+    program = torch.export.export(graph.module, (graph.example,), dynamic_shapes=({0: batch_dim()},))
     # Through a buffer: torch.export.save wants a name ending in .pt2, and the temporary file's is not.
     buffer = io.BytesIO()
     torch.export.save(program, buffer, extra_files={EXTRA_FILE: json.dumps(meta.to_dict())})

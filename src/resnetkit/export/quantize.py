@@ -25,6 +25,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
+from .formats import batch_dim
+
 log = logging.getLogger(__name__)
 
 CALIBRATION_BATCH = 32
@@ -65,10 +67,6 @@ def calibration_batches(calibration: Any, input_shape: Sequence[int] | None = No
     return batches
 
 
-def _batch_dim() -> Any:
-    return torch.export.Dim("batch", min=1, max=1 << 20)
-
-
 def example_batch(batches: list[torch.Tensor]) -> torch.Tensor:
     """Two inputs to trace with: torch.export specializes dimensions of size 1, so never one."""
     if sum(len(b) for b in batches) >= 2:
@@ -93,7 +91,7 @@ def quantize_pt2e(model: nn.Module, calibration: Any, input_shape: Sequence[int]
     batches = calibration_batches(calibration, input_shape)
     model = copy.deepcopy(model).float().cpu().eval()
     example = example_batch(batches)
-    captured = torch.export.export(model, (example,), dynamic_shapes=({0: _batch_dim()},)).module()
+    captured = torch.export.export(model, (example,), dynamic_shapes=({0: batch_dim()},)).module()
     quantizer = X86InductorQuantizer()
     quantizer.set_global(get_default_x86_inductor_quantization_config(reduce_range=not cpu_has_vnni()))
     prepared = prepare_pt2e(captured, quantizer)
@@ -119,7 +117,7 @@ def lower_int8(converted: torch.fx.GraphModule, example: torch.Tensor) -> torch.
     for op in list(table):
         if not torch._export.utils._is_cia_op(op):
             del table[op]
-    lowered = torch.export.export(converted, (example,), dynamic_shapes=({0: _batch_dim()},),
+    lowered = torch.export.export(converted, (example,), dynamic_shapes=({0: batch_dim()},),
                                   strict=True).run_decompositions(table).module()
     graph = lowered.graph
     for node in list(graph.nodes):
