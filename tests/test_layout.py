@@ -21,3 +21,11 @@ def test_no_test_imports_a_conftest_by_name():
     offenders = [p.relative_to(TESTS) for p in TESTS.rglob("*.py") if "from conftest import" in p.read_text()
                  and p.name != "test_layout.py"]
     assert offenders == []
+
+
+def test_no_test_reaches_into_another_test_folder():
+    # sys.path.insert + `from test_x import helper` couples two test files by their location;
+    # a helper two folders share belongs in resnetkit.testing.
+    offenders = [p.relative_to(TESTS) for p in TESTS.rglob("*.py") if "sys.path.insert" in p.read_text()
+                 and p.name != "test_layout.py"]
+    assert offenders == []

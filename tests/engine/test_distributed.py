@@ -5,25 +5,19 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
-import subprocess
 import sys
 
 import pytest
 
+from resnetkit.testing.processes import run_with_deadline
+
 
 def _torchrun(cmd: list[str], env: dict, cwd, timeout: int) -> tuple[int, str, str]:
     """Run a torchrun command; a hang fails the test instead of the suite."""
-    # A session of its own, so that a hang kills the workers too, not only the launcher.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"torchrun did not finish in {timeout} s (a hang?):\n{stderr[-3000:]}")
-    return proc.returncode, stdout, stderr
+    done = run_with_deadline(cmd, env=env, cwd=cwd, timeout=timeout)
+    if done.timed_out:
+        pytest.fail(f"torchrun did not finish in {timeout} s (a hang?):\n{done.stderr[-3000:]}")
+    return done.returncode, done.stdout, done.stderr
 
 
 @pytest.mark.slow

@@ -39,8 +39,22 @@ def init_distributed(device_type: str) -> DistInfo:
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, store=_store_for_this_attempt(), rank=rank, world_size=world)
     return DistInfo(rank, local_rank, world)
+
+
+def _store_for_this_attempt() -> dist.Store:
+    """torchrun's store, with keys of their own for this restart attempt.
+
+    With ``--max-restarts``, torchrun's static rendezvous keeps one store for every attempt,
+    so the peer addresses the killed attempt published are still there when the restarted
+    ranks meet; a rank that reads one dials a dead process ("Gloo connectFullMesh failed ...
+    Connection refused"; seen in about one restart in three). A prefix per attempt keeps
+    the attempts apart.
+    """
+    store, _, _ = next(dist.rendezvous("env://"))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"resnetkit/attempt_{attempt}", store)
 
 
 def current() -> DistInfo:
