@@ -95,3 +95,25 @@ def test_arguments_are_checked():
     for kwargs in ({"max_batch": 0}, {"max_wait_ms": -1}, {"max_queue": 0}):
         with pytest.raises(ValueError):
             DynamicBatcher(lambda items, k: items, **kwargs)
+
+
+def test_a_lone_client_is_served_without_waiting_and_a_burst_still_batches():
+    calls = []
+    batcher = DynamicBatcher(_echo(calls), max_batch=8, max_wait_ms=400, max_queue=100)
+    batcher.start()
+    try:
+        start = time.perf_counter()
+        asyncio.run(_submit_all(batcher, ["first"]))  # the first request may wait for company
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        for item in ["a", "b", "c"]:  # one client, one request after another
+            assert asyncio.run(_submit_all(batcher, [item]))[0]["echo"] == item
+        lone = (time.perf_counter() - start) / 3
+        results = asyncio.run(_submit_all(batcher, list(range(20))))
+    finally:
+        batcher.stop()
+    assert first >= 0.35, "a request that may have company waits up to max_wait"
+    assert lone < 0.2, f"a lone client's request waited {lone:.3f} s for company that never came"
+    assert [r["echo"] for r in results] == list(range(20))
+    burst = calls[4:]
+    assert max(len(c) for c in burst) == 8 and len(burst) <= 5, [len(c) for c in burst]

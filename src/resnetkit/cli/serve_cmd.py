@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-batch", type=int, default=DEFAULTS.max_batch, help="largest batch the model runs")
     p.add_argument("--max-wait-ms", type=float, default=DEFAULTS.max_wait_ms,
-                   help="how long a batch waits for more requests after its first")
+                   help="how long a batch waits for more requests after its first (only while requests arrive together)")
     p.add_argument("--max-queue", type=int, default=DEFAULTS.max_queue,
                    help="requests that may wait for the model; beyond, 503 with Retry-After")
     p.add_argument("--max-upload-mb", type=float, default=DEFAULTS.max_upload_bytes / 2**20,

@@ -10,7 +10,7 @@ class ServeConfig:
     """Batching and limits; each default carries its reason."""
 
     max_batch: int = 32  # ResNet-20 on CIFAR-sized input gains little beyond 32 on a CPU
-    max_wait_ms: float = 5.0  # the latency a lone request pays for the chance of a batch
+    max_wait_ms: float = 5.0  # the most a request waits for company (a lone client's requests do not wait)
     max_queue: int = 256  # requests waiting for the model; beyond, 503 instead of unbounded latency
     max_upload_bytes: int = 10 * 2**20  # 10 MB: any photo or clip a classifier needs
     timeout_s: float = 30.0  # a request not answered by then gets 504
