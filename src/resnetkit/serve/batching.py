@@ -3,8 +3,9 @@
 The worker thread takes the first waiting request and whatever else is queued, then keeps
 collecting until the batch holds ``max_batch`` requests or ``max_wait_ms`` have passed since
 that first one, and runs the batch in one call. It waits only while requests arrive
-together: after a batch of one with nothing queued, the next lone request runs at once. Each request carries its own future, and results go back by
-position in the batch, so no request can receive another's answer. The queue is bounded:
+together: after a batch of one with nothing queued, the next lone request runs at once.
+Each request carries its own future, and results go back by position in the batch, so no
+request can receive another's answer. The queue is bounded:
 a full queue is refused at once (the server answers 503 with Retry-After) instead of
 letting latency grow without limit. A request that gave up (timed out) before its batch
 formed is dropped from it.
