@@ -8,18 +8,25 @@ with it exactly as with a trained run (:func:`resnetkit.engine.inference.load_mo
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 from ..data import AudioInputSpec, InputSpec, input_spec_from_dict
+from .archive_audit import audit_pt2_archive
 from .formats import sniff_format
 from .metadata import EXTRA_FILE, ExportMetadata, from_onnx_props
+
+
+log = logging.getLogger(__name__)
 
 
 class WaveformInput(AudioInputSpec):
@@ -168,12 +175,65 @@ class ProgramModule(nn.Module):
 
 
 def _read_pt2(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
+    # torch.export.load would unpickle parts of the archive with code execution and evaluate
+    # text from it (archive_audit.py says where): audit the bytes first, then load those bytes.
+    data = path.read_bytes()
+    audit_pt2_archive(data, path)
     extra = {EXTRA_FILE: ""}
-    program = torch.export.load(str(path), extra_files=extra)
-    module = program.module()
+    with _torch_logs_held() as held, warnings.catch_warnings():
+        # torch < 2.6 warns that its own torch.load defaults to weights_only=False: audited above.
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            program = torch.export.load(io.BytesIO(data), extra_files=extra)
+            module = program.module()
+        except Exception as err:  # torch raises its own types; the logged cause says more than its "see above"
+            cause = held.errors[-1] if held.errors else _first_line(str(err)) or type(err).__name__
+            raise ValueError(f"cannot read {path} as pt2: {cause[:200]}") from None
     if device.type != "cpu":
         module = module.to(device)
     return ProgramModule(module), _parse_extra(extra[EXTRA_FILE], path)
+
+
+class _HeldRecords(logging.Handler):
+    """Keeps torch's records instead of printing them: each becomes one debug line of ours."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[str] = []  # the exceptions torch logged before it raised or fell back
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # torch's own format string and arguments disagree in some versions
+            text = str(record.msg)
+        log.debug("torch: %s", _first_line(text) or record.levelname)
+        if record.exc_info and record.exc_info[1] is not None:
+            self.errors.append(_first_line(str(record.exc_info[1])) or type(record.exc_info[1]).__name__)
+
+
+@contextmanager
+def _torch_logs_held() -> Iterator[_HeldRecords]:
+    """Keep torch.export's load-time warnings (with tracebacks) out of the user's terminal.
+
+    torch logs a deserialization failure with its traceback before raising or falling back,
+    and one of its messages has more placeholders than arguments ("--- Logging error ---").
+    What went wrong reaches the user as the error of this load, in one line.
+    """
+    loggers = [logging.getLogger(name) for name in ("torch.export", "torch._export")]
+    saved = [(lg.propagate, list(lg.handlers)) for lg in loggers]
+    held = _HeldRecords()
+    for lg in loggers:
+        lg.propagate = False
+        lg.handlers = [held]
+    try:
+        yield held
+    finally:
+        for lg, (propagate, handlers) in zip(loggers, saved):
+            lg.propagate, lg.handlers = propagate, handlers
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
 
 
 def _parse_extra(text: str | bytes, path: Path) -> dict:

@@ -199,7 +199,8 @@ def sniff_format(path: str | Path) -> str | None:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError):
         return "onnx" if _looks_like_onnx(path) else None
-    if any(n.endswith("/archive_format") for n in names):
+    # torch >= 2.7 writes a PT2 archive (archive_format); torch 2.4-2.6 a zip with the program as JSON.
+    if any(n.endswith("/archive_format") or n.endswith("serialized_exported_program.json") for n in names):
         return "pt2"
     if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
         return "torchscript"

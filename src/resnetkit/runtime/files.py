@@ -103,28 +103,40 @@ class UntrustedFileError(ValueError):
     """A file that would run code when loaded (a pickle payload); it was refused unread."""
 
 
-def torch_load_weights_only(path: str | Path, expected: str) -> Any:
+def torch_load_weights_only(path: str | Path, expected: str, *, data: bytes | None = None) -> Any:
     """``torch.load(path, weights_only=True)`` with messages that name the file and what was expected.
 
     A pickle that asks for anything but tensors and plain containers (``os.system``, a class
     of some package) is refused before any of it runs: :class:`UntrustedFileError`. A file
     that is not a torch checkpoint at all (truncated, empty, another format) is a ValueError.
+    ``data``: the content, when it is already in memory (a member of an archive); ``path``
+    then only names it in messages.
     """
+    import io
     import pickle
-    import re
 
     import torch
 
-    path = Path(path)
-    if path.stat().st_size == 0:
+    from .pickles import could_run_code, is_zip, pickle_imports
+
+    if data is None:
+        path = Path(path)
+        size = path.stat().st_size
+    else:
+        size = len(data)
+    if size == 0:
         raise ValueError(f"{path} is empty (0 bytes); expected {expected}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        unsafe = re.search(r"(unsupported GLOBAL [^\n]*?)(?:\.?\s*$|\n)", str(err), re.IGNORECASE | re.MULTILINE)
-        if unsafe:
+        return torch.load(path if data is None else io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        content = Path(path).read_bytes() if data is None else data
+        imports = pickle_imports(content)
+        if imports or (not is_zip(content) and could_run_code(content)):
+            # What the pickle imports, read from its opcodes (torch's wording differs between versions).
+            shown = [name for name in imports if not _is_tensor_global(name)] or imports
+            what = f"it imports {', '.join(dict.fromkeys(shown[:3]))}" if shown else "it calls code"
             raise UntrustedFileError(
-                f"{path} was refused: it asks to run code when loaded ({unsafe.group(1).strip()}); "
+                f"{path} was refused: it asks to run code when loaded ({what}); "
                 f"expected {expected}, which holds only tensors. Nothing in it was run"
             ) from None
         raise ValueError(f"cannot read {path}: not a PyTorch checkpoint (corrupt, truncated or another format); "
@@ -132,3 +144,9 @@ def torch_load_weights_only(path: str | Path, expected: str) -> Any:
     except Exception as err:  # a truncated zip archive, a file of another format, ...
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ValueError(f"cannot read {path}: {type(err).__name__}: {first}; expected {expected}") from None
+
+
+def _is_tensor_global(name: str) -> bool:
+    """A global every checkpoint of tensors names: the message shows the ones beside them."""
+    return name.startswith(("torch._utils._rebuild_", "collections.OrderedDict")) or (
+        name.startswith("torch.") and name.endswith("Storage"))
