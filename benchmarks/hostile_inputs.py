@@ -2,11 +2,16 @@
 
 Every case runs `resnetkit ...` in a fresh process (files are made in a scratch folder from the
 shared data, never in the repository) and records the exit code, whether a traceback was
-printed, and the first line of the message.
+printed, the first line of the message, and for files carrying a payload whether it ran.
+Tampered exported files (a pickle payload in every part of a .pt2 archive torch reads code
+from, ONNX external data outside the file's folder, TorchScript pickles) are built from real
+exports of the good run; for the .pt2 ones a plain ``torch.export.load`` (and a first call of
+its module) is run too, to show which of them torch alone would have run.
 
 Usage:
     python benchmarks/hostile_inputs.py --data ../shared/data --out runs/hostile
-Writes <out>/hostile_inputs.json and prints a Markdown table (RELIABILITY.md has the results).
+    python benchmarks/hostile_inputs.py --out runs/hostile --table   # RELIABILITY.md's table from the results
+Writes <out>/hostile_inputs.json (RELIABILITY.md has the results).
 """
 
 from __future__ import annotations
@@ -89,6 +94,7 @@ def make_files(data: Path, scratch: Path) -> dict[str, Path]:
             return (os.system, (f"touch {scratch / 'PAYLOAD-RAN'}",))
 
     torch.save({"format": "resnetkit-checkpoint-1", "x": Payload()}, scratch / "payload.pt")
+    # the marker of every payload: benchmarks check it after each case
     f["pickle payload .pt"] = scratch / "payload.pt"
     import torchvision
 
@@ -103,11 +109,94 @@ def make_files(data: Path, scratch: Path) -> dict[str, Path]:
     return f
 
 
+def make_data_folders(data: Path, scratch: Path) -> dict[str, Path]:
+    """Data folders that hung or broke a run (issue 22), built from real CIFAR-10 images."""
+    from PIL import Image
+
+    cifar = data / "cifar10" / "train"
+
+    def folder(name: str, classes: dict[str, str], size: int | None = None, count: int = 10) -> Path:
+        root = scratch / name
+        for folder_name, cls in classes.items():
+            (root / folder_name).mkdir(parents=True, exist_ok=True)
+            for p in sorted((cifar / cls).glob("*.jpg"))[:count]:
+                target = root / folder_name / p.name
+                Image.open(p).resize((size, size)).save(target) if size else shutil.copy(p, target)
+        return root
+
+    f = {"link to /": folder("linkroot", {"cat": "cat"})}
+    os.symlink("/", f["link to /"] / "everything")
+    f["non-UTF-8 class folder"] = folder("utf8", {"cat": "cat", os.fsdecode(b"\xff\xfeship"): "ship"})
+    f["16 images of 128 px, batch 64"] = folder("fewer", {"cat": "cat", "ship": "ship"}, size=128)
+    unreadable = scratch / "unreadable"
+    folder("unreadable/train", {"cat": "cat", "ship": "ship"}, size=128)
+    folder("unreadable/val", {"cat": "cat", "ship": "ship"}, size=128)
+    for p in (unreadable / "train").rglob("*.jpg"):
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    f["every training image truncated"] = unreadable
+    # last: the explain case after it reads the run it trains
+    f["$ in class names"] = folder("dollars", {"$x^$": "cat", "cost $\\undefinedmacro$": "ship"})
+    return f
+
+
+def make_exported_files(run: Path, scratch: Path, marker: Path) -> tuple[list[tuple[str, Path]], dict[str, bool]]:
+    """Tampered exports of ``run``: (label, file) pairs, and for each .pt2 place whether torch alone runs it."""
+    from resnetkit.testing.hostile_files import (PT2_PAYLOADS, onnx_with_external_data, tampered_pt2,
+                                                 torchscript_with_payload)
+
+    good = {}
+    for fmt, ext in (("pt2", "pt2"), ("onnx", "onnx"), ("torchscript", "pt")):
+        good[fmt] = scratch / f"good.{ext}"
+        subprocess.run([sys.executable, "-m", "resnetkit", "export", "--checkpoint", str(run), "--format", fmt,
+                        "--out", str(good[fmt])], check=True, capture_output=True)
+    files: list[tuple[str, Path]] = []
+    torch_alone: dict[str, bool] = {}
+    for i, place in enumerate(PT2_PAYLOADS):
+        evil = tampered_pt2(good["pt2"], place, scratch / f"evil-{i}.pt2", marker)
+        files.append((f"pt2: payload in the {place}", evil))
+        probe = scratch / f"torch-alone-{i}"
+        control = tampered_pt2(good["pt2"], place, scratch / f"control-{i}.pt2", probe)
+        # torch alone: load, build the module, call it on the sample inputs (guard code runs at the first call).
+        subprocess.run([sys.executable, "-c", f"import torch; ep = torch.export.load({str(control)!r}); "
+                        "ep.module()(*ep.example_inputs[0])"], capture_output=True, timeout=300)
+        torch_alone[place] = probe.exists()
+    folder = scratch / "onnx-external"
+    folder.mkdir()
+    files += [("ONNX: external data ../../etc/passwd", onnx_with_external_data(good["onnx"], folder / "up.onnx",
+                                                                               "../../etc/passwd")),
+              ("ONNX: external data /etc/passwd", onnx_with_external_data(good["onnx"], folder / "abs.onnx",
+                                                                          "/etc/passwd")),
+              ("ONNX: external data through a symlink to /etc/passwd",
+               onnx_with_external_data(good["onnx"], folder / "link.onnx", "weights.bin", link_to="/etc/passwd")),
+              ("TorchScript: payload in data.pkl", torchscript_with_payload(good["torchscript"], "data.pkl",
+                                                                             scratch / "evil-data.pt", marker)),
+              ("TorchScript: payload in constants.pkl",
+               torchscript_with_payload(good["torchscript"], "constants.pkl", scratch / "evil-constants.pt", marker))]
+    return files, torch_alone
+
+
+def markdown_table(results: Path) -> str:
+    """The cases of a finished run (its hostile_inputs.json) as RELIABILITY.md's table; scratch paths as ``...``."""
+    record = json.loads(results.read_text())
+    scratch = str(results.parent / "files")
+    lines = ["| case | exit | traceback | payload ran | message |", "| --- | ---: | --- | --- | --- |"]
+    for row in record["cases"]:
+        message = row["message"].replace(scratch, "...").replace(str(results.parent), "...").replace("|", "\\|")
+        message = message if len(message) <= 170 else message[:167] + "..."
+        lines.append(f"| {row['case']} | {row['exit']} | {'YES' if row['traceback'] else 'no'} | "
+                     f"{'YES' if row.get('payload_ran') else 'no'} | {message} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--out", default="runs/hostile")
+    p.add_argument("--table", action="store_true", help="print the Markdown table of the results in --out and stop")
     args = p.parse_args()
+    if args.table:
+        print(markdown_table(Path(args.out).resolve() / "hostile_inputs.json"))
+        return
     out = Path(args.out).resolve()
     shutil.rmtree(out, ignore_errors=True)
     scratch = out / "files"
@@ -197,26 +286,52 @@ def main() -> None:
     cases.append(("--data audio folder with 0-byte, 3 Hz, 65535-channel and 10-minute files",
                   train("--data", str(audio_folder), "--val-split", "0.25")))
     cases.append(("same, --on-corrupt stop", train("--data", str(audio_folder), "--on-corrupt", "stop", "--overwrite")))
+    # data folders that hung or broke a run
+    folders = make_data_folders(Path(args.data), scratch)
+    cases += [(f"--data: {name}", train("--data", str(path), "--batch-size", "64", "--val-split", "0.2", "--overwrite"))
+              for name, path in folders.items()]
+    cases.append(("explain: $ in class names", ["explain", "--checkpoint", str(out / "t"), str(f["16-bit PNG"]),
+                                                "--out", str(scratch / "explained")]))
+    # tampered exported files, in every command that reads them
+    marker = scratch / "PAYLOAD-RAN"
+    exported, torch_alone = make_exported_files(run, scratch, marker)
+    for label, path in exported:
+        cases.append((f"evaluate: {label}", ["evaluate", "--checkpoint", str(path), "--data", str(f["images"])]))
+        cases.append((f"predict: {label}", ["predict", "--checkpoint", str(path), str(f["16-bit PNG"])]))
+        if label.startswith("pt2"):
+            cases.append((f"serve: {label}", ["serve", "--checkpoint", str(path), "--port", "0"]))
 
     rows = []
     for label, argv in cases:
-        shutil.rmtree(out / "t", ignore_errors=True)
+        if not label.startswith("explain"):  # explain reads the run the case before it trained
+            shutil.rmtree(out / "t", ignore_errors=True)
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "resnetkit", *argv], capture_output=True, text=True, timeout=900)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "resnetkit", *argv], capture_output=True, text=True,
+                                  timeout=120 if argv[0] == "serve" else 900)
+        except subprocess.TimeoutExpired as err:  # a server that started: the file was accepted
+            proc = subprocess.CompletedProcess(argv, -1, err.stdout or "", f"still running after {err.timeout} s")
         text = (proc.stderr + proc.stdout).strip()
         lines = [l for l in text.splitlines() if l.strip() and not l.startswith("epoch ")]
         # The error line when there is one (an info line such as the recipe chosen may come first).
         message = next((l for l in lines if "error" in l.lower()),
                        next((l for l in lines if ": " in l), lines[-1] if lines else ""))
-        rows.append({"case": label, "exit": proc.returncode, "traceback": "Traceback" in text,
+        traceback = "Traceback" in text or "Logging error" in text
+        ran = marker.exists()
+        marker.unlink(missing_ok=True)
+        rows.append({"case": label, "exit": proc.returncode, "traceback": traceback, "payload_ran": ran,
                      "message": message[:300], "seconds": round(time.perf_counter() - t0, 1)})
-        print(f"{label:60s} exit {proc.returncode:3d} {'TRACEBACK ' if 'Traceback' in text else ''}{message[:150]}",
-              flush=True)
-    payload_ran = (scratch / "PAYLOAD-RAN").exists()
+        print(f"{label:60s} exit {proc.returncode:3d} {'TRACEBACK ' if traceback else ''}"
+              f"{'PAYLOAD RAN ' if ran else ''}{message[:150]}", flush=True)
     (out / "hostile_inputs.json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "cases": rows,
-                                                         "payload_ran": payload_ran}, indent=2))
+                                                         "pt2_payload_runs_under_torch_alone": torch_alone},
+                                                        indent=2))
     clean = sum(not r["traceback"] for r in rows)
-    print(f"\n{clean} of {len(rows)} cases ended without a traceback; the pickle payload ran: {payload_ran}")
+    ran = [r["case"] for r in rows if r["payload_ran"]]
+    print(f"\n{clean} of {len(rows)} cases ended without a traceback; a payload ran in {len(ran)} case(s) {ran}")
+    print("pt2 places whose payload a plain torch.export.load (and a first call) runs: "
+          f"{sum(torch_alone.values())} of {len(torch_alone)}: "
+          + ", ".join(f"{place} {'yes' if alone else 'no'}" for place, alone in torch_alone.items()))
 
 
 if __name__ == "__main__":

@@ -210,3 +210,38 @@ def test_long_lived_objects_are_kept_out_of_garbage_collection(image_model, cifa
         assert gc.get_freeze_count() > 10_000
         _ok(client, cifar_files[0].read_bytes())
     gc.unfreeze()
+
+
+def test_class_names_are_text_in_explanations(cifar_files, tmp_path, caplog):
+    # matplotlib parsed "$x^$" as math: /v1/explain answered 500 with a traceback in the log.
+    import shutil
+
+    from resnetkit.engine import TrainConfig, train
+
+    names = ["$x^$", "cost $\\undefinedmacro$"]
+    for name, files in zip(names, (cifar_files[:6], cifar_files[6:12])):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, tmp_path / "data" / name / f.name)
+    train(TrainConfig(data=str(tmp_path / "data"), model="resnet20", epochs=1, batch_size=4, val_split=0.3,
+                      quiet=True, out=str(tmp_path / "run")))
+    with serving(load_run(tmp_path / "run")) as client:
+        assert sorted(client.get("/v1/model").json()["classes"]) == sorted(names)
+        response = client.post("/v1/explain", content=cifar_files[0].read_bytes(), params={"target": names[0]})
+        assert response.status_code == 200 and response.content.startswith(b"\x89PNG")
+        assert {c["class"] for c in _ok(client, cifar_files[0].read_bytes())["top_k"]} == set(names)
+
+
+def test_an_unexpected_failure_is_a_500_with_a_reason(image_model, cifar_files, monkeypatch, caplog):
+    import resnetkit.serve.app as app_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the drawing library failed")
+
+    monkeypatch.setattr(app_module, "check_kind", broken)
+    with serving(image_model) as client:
+        response = client.post("/v1/predict", content=cifar_files[0].read_bytes())
+        assert response.status_code == 500
+        assert response.json()["detail"] == "the server failed on this request (RuntimeError: the drawing library failed)"
+        assert client.get("/healthz").status_code == 200
+    assert "Traceback" not in caplog.text

@@ -9,6 +9,7 @@ shift every later label.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Iterator, Sequence
 import torch
 
 from .interface import SkippedFile
+
+log = logging.getLogger(__name__)
 
 ON_CORRUPT = ("skip", "stop")
 TRAIN_FOLDERS = ("train", "training")
@@ -33,6 +36,11 @@ def check_on_corrupt(value: str) -> str:
 
 def visible(path: Path) -> bool:
     return not path.name.startswith(".")
+
+
+def max_scan_files() -> int:
+    """The most files one data folder's scan visits (``RESNETKIT_MAX_SCAN_FILES``; ImageNet has 1.3 million)."""
+    return int(os.environ.get("RESNETKIT_MAX_SCAN_FILES", 20_000_000))
 
 
 def walk_files(root: Path) -> Iterator[Path]:
@@ -77,10 +85,17 @@ def scan_class_folders(
     if not classes:
         raise error(f"{root}: no class subfolders; expected {root}/<class name>/<{what}> ({allowed}) "
                     f"or {root}/train/<class name>/...")
+    for name in classes:
+        _check_class_folder(root, name, error)
     scan = FolderScan([], classes)
+    limit, looked = max_scan_files(), 0
     for index, name in enumerate(classes):
         found = 0
         for path in walk_files(root / name):
+            looked += 1
+            if looked > limit:
+                raise error(f"{root}: more than {limit:,} files under its class folders (the last one looked at: "
+                            f"{path}); if that is right, set RESNETKIT_MAX_SCAN_FILES higher")
             if path.suffix.lower() in extensions:
                 scan.samples.append((str(path), index))
                 found += 1
@@ -89,6 +104,26 @@ def scan_class_folders(
         if not found:
             raise error(f"class folder {root / name} has no {what} (expected {allowed}); remove it or add some")
     return scan
+
+
+def _check_class_folder(root: Path, name: str, error: type[Exception]) -> None:
+    """A class name must be text, and a class folder that is a link must not contain the data folder."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        # Shown as bytes: the name cannot even be printed as text.
+        raise error(f"{root}: the class folder {os.fsencode(name)!r} has a name that is not valid UTF-8; class "
+                    "names are stored and shown as text (JSON, plots, the page): rename the folder") from None
+    folder = root / name
+    if not folder.is_symlink():
+        return
+    target, data = folder.resolve(), root.resolve()
+    if target == data or target in data.parents:
+        raise error(f"class folder {folder} is a link to {target}, which contains the data folder itself: "
+                    "reading it would walk everything there; remove the link")
+    if data not in target.parents:
+        log.warning("class folder %s is a link to %s, outside %s: its files are read as class %r",
+                    folder, target, data, name)
 
 
 def split_folders(root: Path, for_evaluation: bool = False) -> tuple[Path | None, Path | None]:

@@ -222,9 +222,11 @@ class Trainer:
         check_every = 1 if self.device.type == "cpu" else 25  # a host sync per step costs GPUs
         finite = torch.ones((), dtype=torch.bool, device=self.device)
         step_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        taken = 0
         for i, (x, y) in enumerate(self.train_batches.epoch(epoch, start)):
             if i >= remaining:
                 break
+            taken += 1
             with autocast(self.device, self.dtype):
                 logits = model(x)
             loss = loss_fn(logits, y, cfg.label_smoothing)
@@ -267,10 +269,15 @@ class Trainer:
                 self._partial_seconds += time.perf_counter() - t0
                 self._save_checkpoint("last.pt")
                 return None
-        if not bool(self._all_finite(finite)):
-            self._diverged(loss)
         if bar is not None:
             bar.close()
+        if taken == 0 and remaining > 0:
+            # An epoch without a step would be followed by another, without end.
+            raise ValueError(f"epoch {epoch + 1} gave no training batch ({self.train_batches.num_samples} training "
+                             f"samples, batch size {self.config.batch_size}): every file of it was skipped as "
+                             "unreadable; see the messages above")
+        if not bool(self._all_finite(finite)):
+            self._diverged(loss)
         seconds = self._partial_seconds + time.perf_counter() - t0
         sums = sums + step_sums.cpu()
         sums = distributed.all_reduce_sum(sums.to(self.device)).cpu() if self.dist.enabled else sums
@@ -541,15 +548,24 @@ class Trainer:
         return m
 
     def _write_final_report(self, metrics: dict | None) -> None:
+        """metrics.json first, then the plots: a plot that fails is a warning and never costs the metrics."""
         from ..report.plots import plot_confusion, plot_curves, plot_preview
 
-        plot_curves(self.history, self.run_dir / "curves.png", title=getattr(self.model, "model_name", None))
-        preview = self.train_data.preview()
-        if preview is not None:
-            plot_preview(preview, self.run_dir / preview.filename)
         if metrics is not None:
             save_json(metrics, self.run_dir / "metrics.json")
-            plot_confusion(metrics["confusion_matrix"], self.classes, self.run_dir / "confusion.png")
+        plots = [("curves.png", lambda path: plot_curves(self.history, path,
+                                                         title=getattr(self.model, "model_name", None)))]
+        preview = self.train_data.preview()
+        if preview is not None:
+            plots.append((preview.filename, lambda path: plot_preview(preview, path)))
+        if metrics is not None:
+            plots.append(("confusion.png", lambda path: plot_confusion(metrics["confusion_matrix"], self.classes, path)))
+        for name, draw in plots:
+            try:
+                draw(self.run_dir / name)
+            except Exception as err:  # matplotlib's own errors, a full disk: the run's record stays complete
+                log.warning("%s was not drawn (%s: %s); the run's metrics and checkpoints are complete",
+                            self.run_dir / name, type(err).__name__, str(err).strip().splitlines()[0] if str(err).strip() else "")
 
 
 def _safetensors_epoch(path: Path) -> Optional[str]:

@@ -11,11 +11,13 @@ Every function returns the :class:`~pathlib.Path` it wrote and creates missing f
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -36,6 +38,20 @@ DEFAULT_METRIC_PAIRS: tuple[tuple[str, str], ...] = (("train_acc", "val_acc"), (
 # --------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _plain_text(draw: F) -> F:
+    """Draw with every string as plain text: class and model names come from users' folders, and
+    matplotlib would parse ``$x^$`` or ``cost $\\undefinedmacro$`` in them as math (and fail)."""
+    @functools.wraps(draw)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -122,6 +138,7 @@ def _colours(count: int) -> list[Any]:
 # --------------------------------------------------------------------------------------
 
 
+@_plain_text
 def plot_curves(history: Sequence[Mapping[str, Any]], path: PathLike, title: Optional[str] = None) -> Path:
     """Loss and accuracy against epoch, train and validation, in two panels.
 
@@ -169,6 +186,7 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: PathLike, title: Opt
 # --------------------------------------------------------------------------------------
 
 
+@_plain_text
 def plot_confusion(
     matrix: Union[Sequence[Sequence[float]], np.ndarray],
     class_names: Sequence[str],
@@ -250,6 +268,7 @@ def plot_confusion(
 # --------------------------------------------------------------------------------------
 
 
+@_plain_text
 def plot_spectrograms(
     specs: Any,
     labels: Sequence[str],
@@ -308,6 +327,7 @@ def _grid(n: int, ncols: int, cell_width: float, cell_height: float, title: Opti
     return count, cols, fig, np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
 
 
+@_plain_text
 def plot_images(images: Any, labels: Sequence[str], path: PathLike, ncols: int = 5, title: Optional[str] = None) -> Path:
     """Grid of images, (N, C, H, W) floats in [0, 1] with C 1 or 3, each titled with its label (at most 16)."""
     _check_path(path)
@@ -332,6 +352,7 @@ def plot_images(images: Any, labels: Sequence[str], path: PathLike, ncols: int =
     return _save(fig, path)
 
 
+@_plain_text
 def plot_preview(preview: Any, path: PathLike) -> Path:
     """A data set's :class:`~resnetkit.data.interface.Preview`: an image grid or a spectrogram grid."""
     if preview.style == "spectrogram":
@@ -346,6 +367,7 @@ def plot_preview(preview: Any, path: PathLike) -> Path:
 # --------------------------------------------------------------------------------------
 
 
+@_plain_text
 def plot_comparison_curves(
     runs: Mapping[str, Sequence[Mapping[str, Any]]],
     path: PathLike,
@@ -404,6 +426,7 @@ def _common_suffix(train_key: str, val_key: str) -> str:
     return train_tail if train_tail == val_key.split("_", 1)[-1] else f"{train_key} / {val_key}"
 
 
+@_plain_text
 def plot_scatter(
     points: Sequence[Mapping[str, Any]],
     path: PathLike,
@@ -529,6 +552,7 @@ def _explanation_figure(
     return fig
 
 
+@_plain_text
 def plot_explanation(path: PathLike, background: Any, cam: Any, top_k: Sequence[tuple[str, float]],
                      **kwargs: Any) -> Path:
     """The input, its class-activation map over it and the top-k classes, side by side.
@@ -543,6 +567,7 @@ def plot_explanation(path: PathLike, background: Any, cam: Any, top_k: Sequence[
     return _save(_explanation_figure(background, cam, top_k, **kwargs), path)
 
 
+@_plain_text
 def explanation_png(background: Any, cam: Any, top_k: Sequence[tuple[str, float]], **kwargs: Any) -> bytes:
     """:func:`plot_explanation` as PNG bytes (for an HTTP response), nothing written to disk."""
     import io

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -24,9 +25,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..version import __version__
 from .batching import DynamicBatcher, QueueFull
 from .config import ServeConfig
 from .uploads import UploadError, check_kind, read_upload
+
+log = logging.getLogger(__name__)
 
 # Explanations waiting for the one explain thread beyond this many are refused with 503.
 MAX_PENDING_EXPLAIN = 8
@@ -147,10 +151,11 @@ def create_app(loaded: Any, config: ServeConfig = ServeConfig()) -> FastAPI:
         finally:
             batcher.stop()
 
-    app = _new_app(title="resnetkit", version=_version(), lifespan=lifespan,
+    app = _new_app(title="resnetkit", version=__version__, lifespan=lifespan,
                    description=f"{name}: {kind} classification ({len(classes)} classes) with Grad-CAM explanations.")
     app.state.batcher = batcher
     app.state.loaded = loaded
+    app.state.serve_config = config  # the connection limits of serve() and BackgroundServer
     app.mount("/static", StaticFiles(directory=_static_dir()), name="static")
 
     async def guarded(request: Request, work) -> Any:
@@ -168,6 +173,10 @@ def create_app(loaded: Any, config: ServeConfig = ServeConfig()) -> FastAPI:
             return _error(err.status, err.message, err.headers)
         except asyncio.TimeoutError:
             return _error(504, f"no answer within {config.timeout_s:g} s (the server's timeout); try again later")
+        except Exception as err:  # a bug or a broken model: the client gets a status and a reason, the log one line
+            reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+            log.error("%s %s failed: %s", request.method, request.url.path, reason)
+            return _error(500, f"the server failed on this request ({reason})")
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -252,8 +261,3 @@ def create_app(loaded: Any, config: ServeConfig = ServeConfig()) -> FastAPI:
 
     return app
 
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__

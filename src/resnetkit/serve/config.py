@@ -15,6 +15,8 @@ class ServeConfig:
     max_upload_bytes: int = 10 * 2**20  # 10 MB: any photo or clip a classifier needs
     timeout_s: float = 30.0  # a request not answered by then gets 504
     top_k: int = 5
+    header_timeout_s: float = 10.0  # a request's headers take milliseconds; a stalled one holds a connection
+    max_connections_per_client: int = 64  # a browser opens about 6; 0 = no cap (behind a proxy, all share one address)
 
     def validate(self) -> "ServeConfig":
         for name in ("max_batch", "max_queue", "max_upload_bytes", "top_k"):
@@ -25,4 +27,9 @@ class ServeConfig:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        if not self.header_timeout_s > 0:
+            raise ValueError(f"header_timeout_s must be > 0, got {self.header_timeout_s}")
+        cap = self.max_connections_per_client
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
+            raise ValueError(f"max_connections_per_client must be a whole number >= 0 (0: no cap), got {cap!r}")
         return self

@@ -7,23 +7,30 @@ import threading
 import time
 from typing import Any, Optional
 
+from .config import ServeConfig
+
 
 def uvicorn_config(app: Any, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True,
-                   log_level: str = "info", max_queue: int = 256):
+                   log_level: str = "info"):
+    """uvicorn's settings for ``app``, with the limits of the ServeConfig it was created with."""
     import uvicorn
 
+    from .connections import guarded_protocol
+
+    limits = getattr(app.state, "serve_config", None) or ServeConfig()
     # Connections beyond this get uvicorn's 503 before their bodies are read: a bound on the
     # memory that uploads in flight can take (each is read whole, up to the size limit).
     return uvicorn.Config(app, host=host, port=port, access_log=access_log, log_level=log_level,
-                          limit_concurrency=max(64, 2 * max_queue), timeout_graceful_shutdown=5)
+                          limit_concurrency=max(64, 2 * limits.max_queue), timeout_graceful_shutdown=5,
+                          http=guarded_protocol(limits.header_timeout_s, limits.max_connections_per_client))
 
 
-def serve(app: Any, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True, log_level: str = "info",
-          max_queue: int = 256) -> None:
-    """Serve ``app`` until Ctrl-C."""
+def serve(app: Any, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True,
+          log_level: str = "info") -> None:
+    """Serve ``app`` (from :func:`create_app`, whose ServeConfig sets the limits) until Ctrl-C."""
     import uvicorn
 
-    uvicorn.Server(uvicorn_config(app, host, port, access_log, log_level, max_queue)).run()
+    uvicorn.Server(uvicorn_config(app, host, port, access_log, log_level)).run()
 
 
 class BackgroundServer:

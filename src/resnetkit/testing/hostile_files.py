@@ -1,6 +1,8 @@
 """Tampered copies of a real ``.pt2`` export: a payload in every place of the archive torch reads code from.
 
-Used by ``tests/export/test_pt2_payloads.py`` and ``benchmarks/hostile_inputs.py``. Each
+Used by ``tests/export/test_pt2_payloads.py`` and ``benchmarks/hostile_inputs.py`` (which also
+builds ONNX files with external data outside their folder and TorchScript files with a pickle
+payload, from the functions at the end). Each
 payload touches a marker file when it runs; the pickled ones then return a value of the
 right kind (valid sample inputs, a weight of the right shape), so a loader that runs them
 would go on and work normally, as the report of the hole found.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -197,4 +200,34 @@ def old_layout_pt2(source: str | Path, out: str | Path) -> Path:
         files = {name: archive.read(name) for name in archive.namelist()}
     out = Path(out)
     out.write_bytes(_zipped(_old_layout_parts(files)))
+    return out
+
+
+def onnx_with_external_data(source: str | Path, out: str | Path, location: str, link_to: str | None = None) -> Path:
+    """``source`` (an ONNX file) whose first weight is read from ``location`` (``../../etc/passwd``, an
+    absolute path, or with ``link_to`` a symlink of that name beside ``out`` pointing there)."""
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    proto = onnx.load(str(source))
+    weight = max(proto.graph.initializer, key=lambda t: len(t.raw_data))
+    set_external_data(weight, location=location)
+    weight.ClearField("raw_data")
+    weight.data_location = onnx.TensorProto.EXTERNAL
+    out = Path(out)
+    if link_to is not None:
+        (out.parent / location).unlink(missing_ok=True)
+        os.symlink(link_to, out.parent / location)
+    onnx.save(proto, str(out))
+    return out
+
+
+def torchscript_with_payload(source: str | Path, member: str, out: str | Path, marker: str | Path) -> Path:
+    """``source`` (a TorchScript file) with its ``data.pkl`` or ``constants.pkl`` replaced by a payload."""
+    with zipfile.ZipFile(source) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    name = _member(files, f"/{member}")
+    files[name] = pickle.dumps(Payload(marker), protocol=2)
+    out = Path(out)
+    out.write_bytes(_zipped(files))
     return out
