@@ -96,3 +96,36 @@ def cifar_folder(data_path, tmp_path_factory) -> Path:
     _copy_subset(src, root / "train", CIFAR_CLASSES, 0, 80)
     _copy_subset(src, root / "val", CIFAR_CLASSES, 80, 20)
     return root
+
+
+# -- small trained runs, shared by tests/cli, tests/explain and tests/serve (trained once per session) --
+# tests/export/conftest.py has larger ones of the same names for its parity checks.
+
+TINY_AUDIO = {"sample_rate": 8000, "kind": "logmel", "n_fft": 256, "win_length": 240, "hop_length": 80}
+
+
+@pytest.fixture(scope="session")
+def image_run(data_path, tmp_path_factory) -> Path:
+    """resnet20 trained for 2 epochs on 5 CIFAR-10 classes x 40 real images (a few seconds)."""
+    from resnetkit.engine import TrainConfig, train
+
+    src = data_path("cifar10/train")
+    root = tmp_path_factory.mktemp("image-run")
+    _copy_subset(src, root / "data" / "train", CIFAR_CLASSES, 0, 40)
+    _copy_subset(src, root / "data" / "val", CIFAR_CLASSES, 40, 10)
+    train(TrainConfig(data=str(root / "data"), model="resnet20", epochs=2, batch_size=32, lr=0.05, quiet=True,
+                      out=str(root / "run"), seed=0))
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
+def audio_run(fsdd_subset, tmp_path_factory) -> Path:
+    """res8 on log-mel features of 100 real FSDD clips, 2 epochs (a few seconds)."""
+    pytest.importorskip("soundfile")
+    from resnetkit.engine import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("audio-run")
+    fsdd_subset(root / "fsdd", indices=[0, 5, 6], speakers=("george", "jackson", "lucas"))
+    train(TrainConfig(model="res8", data=str(root / "fsdd"), audio=dict(TINY_AUDIO), epochs=2, batch_size=16,
+                      optimizer="adamw", lr=3e-3, augment="none", seed=0, quiet=True, out=str(root / "run")))
+    return root / "run"

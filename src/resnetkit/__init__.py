@@ -14,8 +14,7 @@ from .models import (
     load_checkpoint,
     model_stats,
 )
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "CheckpointError",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from PIL import Image
 
 from resnetkit.cli.main import main
@@ -24,9 +25,19 @@ def test_writes_one_png_per_file(image_run, data_path, tmp_path, capsys):
 
 def test_target_and_method(image_run, data_path, tmp_path, capsys):
     file = str(sorted(data_path("cifar10/train/ship").glob("*.jpg"))[200])
-    assert main(["explain", "--checkpoint", str(image_run), file, "--out", str(tmp_path),
-                 "--target", "cat", "--method", "gradcam++"]) == 0
-    assert "->" in capsys.readouterr().out
+    maps = {}
+    for target, method in (("cat", "gradcam++"), ("cat", "gradcam"), ("frog", "gradcam")):
+        out = tmp_path / f"{target}-{method}"
+        assert main(["explain", "--checkpoint", str(image_run), file, "--out", str(out), "--target", target,
+                     "--method", method, "--json"]) == 0
+        (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert (row["target"], row["method"]) == (target, method) and row["layer"]
+        maps[target, method] = np.asarray(Image.open(row["png"]).convert("RGB"), dtype=np.int16)
+    # Another class or another method draws another map.
+    assert np.abs(maps["cat", "gradcam++"] - maps["cat", "gradcam"]).mean() > 0.5
+    assert np.abs(maps["cat", "gradcam"] - maps["frog", "gradcam"]).mean() > 0.5
+    assert main(["explain", "--checkpoint", str(image_run), file, "--out", str(tmp_path), "--target", "cat"]) == 0
+    assert "gradcam of cat ->" in capsys.readouterr().out
     assert main(["explain", "--checkpoint", str(image_run), file, "--out", str(tmp_path), "--target", "zebra"]) == 2
     err = capsys.readouterr().err
     assert "unknown target class 'zebra'" in err and "Traceback" not in err

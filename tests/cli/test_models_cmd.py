@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from resnetkit.cli.main import main
 
@@ -41,7 +44,10 @@ def test_unknown_pattern_is_one_clear_line(capsys):
 
 
 def test_console_script_entry_point():
-    proc = subprocess.run([sys.executable, "-m", "resnetkit.cli.main", "models", "resnet20"],
-                          capture_output=True, text=True, timeout=120)
+    # The `resnetkit` script pip installs beside this Python (the virtual environment's bin/).
+    script = Path(sys.executable).parent / "resnetkit"
+    if not script.is_file():
+        pytest.fail(f"no resnetkit console script at {script}: is the package installed (pip install -e .)?")
+    proc = subprocess.run([str(script), "models", "resnet20"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "269,722" in proc.stdout

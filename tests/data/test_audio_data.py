@@ -29,7 +29,7 @@ from resnetkit.data.audio_layouts import (  # noqa: E402
     load_audio_eval_data,
     resolve_audio_data,
 )
-from resnetkit.data.audio_settings import AUDIO_AUGMENT_PRESETS, AudioAugmentConfig, feature_config_from  # noqa: E402
+from resnetkit.data.audio_augment import AUDIO_AUGMENT_PRESETS, AudioAugmentConfig  # noqa: E402
 from resnetkit.data.batching import epoch_permutation  # noqa: E402
 from resnetkit.data.specs import AudioInputSpec  # noqa: E402
 from resnetkit.engine.config import TrainConfig  # noqa: E402
@@ -40,7 +40,7 @@ AUDIO = {"sample_rate": 8000, "kind": "logmel", "n_fft": 256, "win_length": 240,
 
 
 def _config(data, **kwargs) -> DataRequest:
-    return DataRequest(data=str(data), audio=feature_config_from(kwargs.pop("audio", AUDIO)), **kwargs)
+    return DataRequest(data=str(data), audio=FeatureConfig.from_dict(kwargs.pop("audio", AUDIO)), **kwargs)
 
 
 def _speaker_and_index(path: str) -> tuple[str, int]:
@@ -190,7 +190,7 @@ def test_evaluation_reads_only_the_test_split(fsdd_subset, tmp_path):
     fsdd_subset(tmp_path / "fsdd", indices=[0, 1, 5, 6], digits=[3, 4])
     held = resolve_audio_data(_config(tmp_path / "fsdd", for_evaluation=True))
     assert held.train is None and len(held.val) == 2 * 5 * 2
-    spec = AudioInputSpec(feature_config_from(AUDIO))
+    spec = AudioInputSpec(FeatureConfig.from_dict(AUDIO))
     data = load_audio_eval_data(spec, str(tmp_path / "fsdd"))
     # The classes are the digits present; evaluation maps them onto the model's by name.
     assert sorted(data.paths) == sorted(held.val.paths) and data.classes == ["3", "4"]
@@ -264,19 +264,24 @@ def test_fsdd_download_extracts_the_recordings(fsdd_recordings, tmp_path, monkey
     ({"audio": {"n_mel": 40}}, ValueError, r"unknown setting\(s\) \['n_mel'\].*n_mels"),
     ({"audio": {"kind": "cqt"}}, ValueError, "FeatureConfig.kind"),
     ({"audio": {"gain_db": [6, -6]}}, ValueError, r"gain_db is an augmentation setting: put them under augment_args"),
-    ({"audio": ["sample_rate"]}, TypeError, "audio must be a mapping"),
+    ({"audio": ["sample_rate"]}, TypeError, "audio: audio feature settings must be a mapping"),
 ])
 def test_config_rejects_bad_audio_settings(kwargs, error, match):
     with pytest.raises(error, match=match):
         TrainConfig(**kwargs)
 
 
-def test_audio_settings_are_parsed_once_into_a_feature_config():
+def test_audio_settings_have_one_parser_and_one_record():
     config = TrainConfig(audio={"sample_rate": 4000, "n_mels": 32})
     # Below 8 kHz fmax follows the Nyquist frequency; fewer bands than n_mfcc keep one coefficient per band.
-    assert isinstance(config.audio, FeatureConfig) and config.audio.fmax == 2000 and config.audio.n_mfcc == 32
+    features = config.features
+    assert features.fmax == 2000 and features.n_mfcc == 32
+    assert config.audio == {"sample_rate": 4000, "n_mels": 32}  # the settings as given, nothing added
     assert TrainConfig.from_dict(config.to_dict()) == config  # as config.yaml and checkpoints store it
-    assert TrainConfig().audio is None
+    # The complete record (an input spec's, in checkpoints and exported files) reads back through the same parser.
+    assert FeatureConfig.from_dict(features.to_dict()) == features
+    assert AudioInputSpec.from_dict(AudioInputSpec(features).to_dict()).features == features
+    assert TrainConfig().audio is None and TrainConfig().features is None
 
 
 def test_augment_presets_and_overrides(fsdd_subset, tmp_path):

@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 
+from resnetkit.data import SkippedFile
 from resnetkit.data.images import ImageDataError, ImageFiles, load_folder, resolve_image_data, scan_image_folder
 from resnetkit.engine import TrainConfig, train
 
@@ -62,7 +63,8 @@ def test_corrupt_files_on_the_disk_path_are_skipped(small_folder):
     data = load_folder(small_folder, in_memory=False)
     assert isinstance(data, ImageFiles)
     items = [data[i] for i in range(len(data))]
-    assert sum(item is None for item in items) == 3
+    skipped = [item for item in items if isinstance(item, SkippedFile)]  # what a worker hands back
+    assert len(skipped) == 3 and all(s.path in s.reason for s in skipped)
     stopping = ImageFiles(data.samples, data.classes, on_corrupt="stop")
     idx = next(i for i, (p, _) in enumerate(data.samples) if p.endswith("empty.jpg"))
     assert "empty.jpg" in stopping[idx].message  # handed back by the worker, raised by the batch source
@@ -114,14 +116,14 @@ def test_train_val_layout_and_mixed_sizes(cifar_folder, tmp_path):
 def test_checkpoint_with_other_data_cannot_resume(tmp_path, small_folder):
     train(TrainConfig(data="digits", epochs=1, quiet=True, out=str(tmp_path / "run")))
     with pytest.raises(ValueError, match=r"cannot resume .*run with other settings: data=.*data' \(the run has 'digits'\)"):
-        train(TrainConfig(data=str(small_folder), quiet=True), resume=tmp_path / "run")
+        train(resume=tmp_path / "run", changes={"data": str(small_folder), "quiet": True})
 
 
 def test_checkpoint_with_other_classes_cannot_resume(tmp_path, small_folder):
     train(TrainConfig(data=str(small_folder), epochs=1, quiet=True, out=str(tmp_path / "run")))
     shutil.copytree(small_folder / "cat", small_folder / "dog")  # the folder now has 3 classes
     with pytest.raises(ValueError, match=r"cannot resume .*trained on classes \['cat', 'ship'\].*\['cat', 'dog', 'ship'\]"):
-        train(TrainConfig(quiet=True), resume=tmp_path / "run")
+        train(resume=tmp_path / "run")
 
 
 def test_named_dataset_offline_says_what_to_put_where(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ sf = pytest.importorskip("soundfile")
 
 from resnetkit.data import DataRequest  # noqa: E402
 from resnetkit.data.audio_layouts import load_audio_eval_data, resolve_audio_data  # noqa: E402
-from resnetkit.data.audio_settings import feature_config_from  # noqa: E402
+from resnetkit.data.audio_features import FeatureConfig  # noqa: E402
 from resnetkit.data.speech_commands import SILENCE, SPEECH_COMMANDS_WORDS, UNKNOWN, parse_keywords  # noqa: E402
 
 AUDIO = {"sample_rate": 8000, "kind": "logmel", "n_fft": 256, "win_length": 240, "hop_length": 80}
@@ -43,7 +43,7 @@ def layout(tmp_path_factory, fsdd_subset) -> Path:
 
 
 def _request(root, **kw) -> DataRequest:
-    return DataRequest(data=str(root), audio=feature_config_from(AUDIO), **kw)
+    return DataRequest(data=str(root), audio=FeatureConfig.from_dict(AUDIO), **kw)
 
 
 def test_twelve_classes_detected_from_the_layout(layout, caplog):

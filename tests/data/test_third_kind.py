@@ -28,8 +28,10 @@ from resnetkit.data import (
     PreparedInputs,
     register_data_kind,
     register_input_spec,
+    unregister_data_kind,
 )
 from resnetkit.data.folders import scan_class_folders, stratified_split
+from resnetkit.data.resolve import data_kind
 
 sf = pytest.importorskip("soundfile")
 
@@ -191,8 +193,19 @@ def test_trainer_and_evaluate_take_a_new_kind(signal_folder):
     assert result.metrics["num_samples"] == len(splits.val) == 62
 
 
-def test_train_and_load_run_through_a_registered_kind(signal_folder, tmp_path):
+@pytest.fixture
+def signals_registered():
+    """The kind registered for one test only: it claims any folder of .npy files, other tests' too."""
     register_data_kind(SIGNALS)
+    try:
+        yield SIGNALS
+    finally:
+        unregister_data_kind(SIGNALS.name)
+    with pytest.raises(ValueError, match="no data kind 'signal'"):
+        data_kind("signal")
+
+
+def test_train_and_load_run_through_a_registered_kind(signal_folder, tmp_path, signals_registered):
     summary = train(TrainConfig(data=str(signal_folder), epochs=2, batch_size=32, quiet=True, out=str(tmp_path / "run")))
     run = load_run(summary.run_dir)
     assert run.kind == "signal" and run.input_spec == SignalSpec(LENGTH)

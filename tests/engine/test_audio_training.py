@@ -176,7 +176,7 @@ def test_resume_continues_an_audio_run_exactly(tmp_path, fsdd_subset):
     full = train(TrainConfig(**common, out=str(tmp_path / "full")))
     with pytest.raises(TrainingInterrupted):
         train(TrainConfig(**common, out=str(tmp_path / "half")), callbacks=[StopAtStep(7)])  # mid second epoch
-    resumed = train(TrainConfig(**common), resume=tmp_path / "half")
+    resumed = train(resume=tmp_path / "half", changes=common)
     assert resumed.history[-1]["step"] == full.history[-1]["step"] == 10
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "half" / "last.pt", weights_only=True)["model"]

@@ -1,15 +1,13 @@
-"""Recipes, flags, schedules and batched augmentation."""
+"""Recipes, flags, configuration checks and learning-rate schedules."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
 
 from resnetkit.cli.train_cmd import config_overrides
 from resnetkit.cli.main import build_parser
-from resnetkit.data.augment import AugmentConfig, BatchAugment, Normalize, augment_from, gather_crop_flip, pad_store
 from resnetkit.engine.config import TrainConfig, build_config, recipe_names
 from resnetkit.engine.optim import build_optimizer, lr_factor
 
@@ -89,68 +87,6 @@ def test_no_weight_decay_on_norms_and_biases():
     assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0
     assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
-
-
-def _windows(padded, i, crop, size=8):
-    """Offsets (dy, dx, flipped) at which ``crop`` is a window of ``padded[i]``."""
-    found = []
-    for dy in range(padded.shape[-2] - size + 1):
-        for dx in range(padded.shape[-1] - size + 1):
-            window = padded[i, :, dy:dy + size, dx:dx + size]
-            found += [(dy, dx, False)] * torch.equal(window, crop) + [(dy, dx, True)] * torch.equal(window.flip(-1), crop)
-    return found
-
-
-def test_gather_crop_is_per_sample_and_keeps_content():
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 255, (64, 3, 8, 8), dtype=torch.uint8)
-    store = pad_store(images, 2)
-    sel = torch.randperm(64, generator=g)[:48]
-    out = gather_crop_flip(store, sel, (8, 8), 2, False, g)
-    assert out.shape == (48, 3, 8, 8) and out.is_contiguous(memory_format=torch.channels_last)
-    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
-    offsets = set()
-    for j, i in enumerate(sel.tolist()):
-        found = [f for f in _windows(padded, i, out[j]) if not f[2]]
-        assert found, "every crop is a window of its own padded image"
-        offsets.add(found[0][:2])
-    assert len(offsets) > 10
-
-
-def test_gather_flip_mirrors_about_half():
-    g = torch.Generator().manual_seed(1)
-    images = torch.randint(0, 255, (64, 3, 8, 8), dtype=torch.uint8)
-    out = gather_crop_flip(pad_store(images, 0), torch.arange(64), (8, 8), 0, True, g)
-    same = [torch.equal(a, b) for a, b in zip(images, out)]
-    assert 16 < sum(same) < 48
-    assert all(torch.equal(a.flip(-1), b) for a, b, s in zip(images, out, same) if not s)
-
-
-def test_normalize_keeps_channels_last_and_values():
-    x = torch.randint(0, 255, (4, 3, 5, 5), dtype=torch.uint8)
-    out = Normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.3), channels_last=True)(x)
-    expected = (x.float() / 255 - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
-    assert torch.allclose(out, expected, atol=1e-5) and out.is_contiguous(memory_format=torch.channels_last)
-
-
-def test_presets_and_torchvision_transforms():
-    assert augment_from("digits").hflip is False and augment_from("cifar").crop_padding == 4
-    cfg = augment_from("cifar", {"auto_augment": "trivialaugment", "random_erasing": 0.5, "rotation": 10})
-    out = BatchAugment(cfg)(torch.randint(0, 255, (32, 3, 32, 32), dtype=torch.uint8))
-    assert out.shape == (32, 3, 32, 32) and out.dtype == torch.uint8
-    with pytest.raises(ValueError, match="unknown augmentation preset"):
-        augment_from("cifar-10")
-    with pytest.raises(ValueError, match="unknown augmentation option"):
-        AugmentConfig.from_dict({"flip": True})
-
-
-def test_mixup_gives_soft_targets_and_training_runs(tmp_path):
-    from resnetkit.engine import train
-
-    summary = train(TrainConfig(data="digits", epochs=1, quiet=True, out=str(tmp_path / "mix"),
-                                augment_args={"mixup": 0.2, "cutmix": 1.0}, label_smoothing=0.1, ema_decay=0.99,
-                                grad_clip=5.0, schedule="onecycle"))
-    assert summary.history[0]["train_loss"] > 0 and (tmp_path / "mix" / "best.pt").exists()
 
 
 def test_cli_default_train_prints_summary(tmp_path, capsys, monkeypatch):

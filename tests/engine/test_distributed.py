@@ -45,6 +45,9 @@ def test_torchrun_two_processes(cifar_folder, tmp_path):
     assert not list(tmp_path.glob("runs")), "no rank may write elsewhere"
     leftovers = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     assert not leftovers
+    # Each rank says how many threads it computes with (thread counts change the results).
+    for rank in (0, 1):
+        assert f"rank {rank} of 2 (node-local rank {rank}): 1 torch threads (OMP_NUM_THREADS=1)" in stderr
 
 
 POISON_ONE_RANK = """

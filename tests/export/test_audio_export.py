@@ -80,3 +80,25 @@ def test_features_input_on_request(audio_run, tmp_path, capsys):
                  "--input", "features"]) == 0
     meta = load_exported(out).metadata
     assert meta.input == "features" and any("exported from features" in n for n in meta.notes)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_a_waveform_export_keeps_every_setting_of_the_spec(tmp_path, fmt):
+    # WaveformInput was rebuilt from (features, normalizer) by position: a Speech Commands run's
+    # keywords were lost, and evaluating the file labelled data by another protocol than the run.
+    from resnetkit import create_model
+    from resnetkit.data import AudioInputSpec
+    from resnetkit.data.audio_features import FeatureConfig
+
+    features = FeatureConfig.from_dict({"kind": "logmel", "sample_rate": 8000, "n_fft": 256, "win_length": 240,
+                                        "hop_length": 80, "duration_s": 0.5})
+    words = ["yes", "no", "up"]
+    spec = AudioInputSpec(features, keywords=words)
+    classes = [*words, "_silence_", "_unknown_"]
+    model = create_model("res8_narrow", num_classes=len(classes)).eval()
+    path = tmp_path / f"kws.{fmt}"
+    export_model(model, path, fmt, input_spec=spec, classes=classes)
+    loaded = load_exported(path)
+    assert isinstance(loaded.input_spec, WaveformInput) and loaded.input == "waveform"
+    assert loaded.input_spec.keywords == words
+    assert loaded.input_spec.to_dict() == spec.to_dict()

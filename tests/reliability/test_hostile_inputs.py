@@ -147,3 +147,18 @@ def test_zero_byte_and_truncated_checkpoints_are_named(digits_run, tmp_path, cap
     cut.write_bytes((digits_run / "last.pt").read_bytes()[:5000])
     assert main(["predict", "--checkpoint", str(cut), "x.png"]) == 2
     assert f"cannot read {cut}" in capsys.readouterr().err
+
+
+def test_files_skipped_by_dataloader_workers_are_listed_in_evaluate_json(digits_run, cifar_folder, tmp_path, capsys):
+    # 128-px images are decoded in DataLoader workers (not in memory): their skips happened in
+    # another process and were only logged, while the in-memory path listed them.
+    data = tmp_path / "eval"
+    (data / "3").mkdir(parents=True)
+    for i, src in enumerate(sorted((cifar_folder / "val" / "cat").glob("*.jpg"))[:3]):
+        Image.open(src).convert("L").resize((128, 128)).save(data / "3" / f"{i}.png")
+    good = (data / "3" / "0.png").read_bytes()
+    (data / "3" / "broken.png").write_bytes(good[: len(good) // 2])  # a readable header, truncated pixels
+    assert main(["evaluate", "--checkpoint", str(digits_run), "--data", str(data), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert [s["path"].endswith("broken.png") for s in metrics["skipped"]] == [True]
+    assert "truncated" in metrics["skipped"][0]["reason"] and metrics["num_samples"] == 3

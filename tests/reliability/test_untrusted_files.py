@@ -46,7 +46,7 @@ def test_payload_is_refused_everywhere(hostile, tmp_path, capsys):
     with pytest.raises(ValueError, match=refused):  # create_model(checkpoint_path=...)
         create_model("resnet18", checkpoint_path=weights)
     with pytest.raises(ValueError, match=refused):  # resume
-        train(TrainConfig(quiet=True), resume=run)
+        train(resume=run)
     assert main(["evaluate", "--checkpoint", str(run), "--data", "digits"]) == 2
     assert refused in capsys.readouterr().err
     assert main(["predict", "--checkpoint", str(run / "best.pt"), str(weights)]) == 2

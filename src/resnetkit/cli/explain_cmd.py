@@ -45,12 +45,13 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(record) if args.json else f"{result.source}: error: {result.error}")
             continue
         path = result.save(out / _png_name(Path(str(item)).stem if isinstance(item, (str, Path)) else "input", used))
-        record.update(target=result.target, top_k=result.top_k, png=str(path))
+        record.update(target=result.target, method=result.method, layer=result.layer, top_k=result.top_k,
+                      png=str(path))
         if args.json:
             print(json.dumps(record))
         else:
             best = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result.top_k)
-            print(f"{result.source}: {best} -> {path}")
+            print(f"{result.source}: {best}; {result.method} of {result.target} -> {path}")
     return 1 if failed == len(results) else 0
 
 

@@ -24,7 +24,7 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from resnetkit import __version__
+    from resnetkit.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="resnetkit",

@@ -19,13 +19,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from resnetkit.engine.inference import load_model
+    from resnetkit.engine.inference import PREDICT_BATCH, load_model
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
     precision = precision_from_args(args)
     loaded = load_model(args.checkpoint, device=args.device)
-    results = loaded.predict(args.inputs, top_k=args.top_k, precision=precision)
+    results = loaded.predict(args.inputs, top_k=args.top_k, precision=precision, batch_size=PREDICT_BATCH)
     failed = 0
     for r in results:
         if args.json:

@@ -161,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume and args.auto_resume:
         raise ValueError("give --resume RUN_DIR or --auto-resume, not both")
+    if args.resume and args.recipe:
+        raise ValueError("--resume continues a run with its own recipe; --recipe starts a new one")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     recipe = args.recipe
     if recipe is None and args.data and not args.resume:
@@ -171,9 +173,12 @@ def run(args: argparse.Namespace) -> int:
         if recipe:
             logging.getLogger(__name__).info("%s is %s data: recipe %s (flags override it; --recipe picks another)",
                                              args.data, kind_of(args.data).name, recipe)
-    config = build_config(recipe, config_overrides(args))
+    given = config_overrides(args)
+    # A resumed run takes the flags given (train's `changes`), never a recipe's or the defaults.
+    config = None if args.resume else build_config(recipe, given)
     try:
-        summary = train(config, resume="auto" if args.auto_resume else args.resume, overwrite=args.overwrite)
+        summary = train(config, resume="auto" if args.auto_resume else args.resume, overwrite=args.overwrite,
+                        changes=given)
     except TrainingInterrupted as stop:
         print(f"resnetkit train: {stop}", file=sys.stderr)
         return 130

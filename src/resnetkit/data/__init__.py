@@ -2,9 +2,9 @@
 
 Start at :mod:`.interface` (what a kind of input provides) and :mod:`.resolve` (which kind
 a ``--data`` value is). Images: :mod:`.image_io`, :mod:`.images`, :mod:`.image_batches`,
-:mod:`.augment`. Audio: :mod:`.audio_io`, :mod:`.audio_features`, :mod:`.audio_settings`,
+:mod:`.augment`. Audio: :mod:`.audio_io`, :mod:`.audio_features`, :mod:`.audio_augment`,
 :mod:`.audio_data`, :mod:`.audio_layouts`, :mod:`.audio_batches`. Shared: :mod:`.folders`,
-:mod:`.batching`, :mod:`.specs`, :mod:`.classes`, :mod:`.tensors`.
+:mod:`.batching`, :mod:`.specs`, :mod:`.classes`, :mod:`.tensors`, :mod:`.checks`.
 """
 
 from .batching import BatchSource
@@ -15,12 +15,13 @@ from .interface import (
     InputSpec,
     LabelledData,
     PreparedInputs,
+    Display,
     Preview,
     SkippedFile,
     input_spec_from_dict,
     register_input_spec,
 )
-from .resolve import DataKind, load_eval_data, register_data_kind, resolve_data
+from .resolve import DataKind, load_eval_data, register_data_kind, resolve_data, unregister_data_kind
 from .specs import AudioInputSpec, ImageInputSpec
 from .tensors import TensorData, as_labelled_data
 
@@ -35,6 +36,7 @@ __all__ = [
     "InputSpec",
     "LabelledData",
     "PreparedInputs",
+    "Display",
     "Preview",
     "SkippedFile",
     "TensorData",
@@ -42,6 +44,7 @@ __all__ = [
     "input_spec_from_dict",
     "load_eval_data",
     "register_data_kind",
+    "unregister_data_kind",
     "register_input_spec",
     "resolve_data",
 ]

@@ -6,7 +6,7 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-from .audio_features import (
+from .audio_augment import (
     NoiseBank,
     add_bank_noise,
     add_white_noise,

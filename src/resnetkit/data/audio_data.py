@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from .audio_batches import AudioBatches
-from .audio_features import DatasetNormalizer, FeatureConfig, NoiseBank
+from .audio_augment import AudioAugmentConfig, NoiseBank, audio_augment_from
+from .audio_features import DatasetNormalizer, FeatureConfig
 from .audio_io import AUDIO_EXTENSIONS, AudioFormatError, fix_length, is_silent, load_audio
-from .audio_settings import AudioAugmentConfig, audio_augment_from
 from .classes import label_mapping
 from .folders import check_on_corrupt
 from .interface import SHOW_PATHS, BatchOptions, LabelledData, Preview, SkippedFile

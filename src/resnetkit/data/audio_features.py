@@ -1,4 +1,4 @@
-"""Batched audio features, normalization and augmentations in pure torch.
+"""Batched audio features and their normalization in pure torch, and the settings that rebuild them.
 
 Everything here runs on batches on any device (CPU or CUDA) and computes features in
 float32 even inside ``torch.autocast``: log compression of fp16/bf16 power spectra loses
@@ -6,11 +6,9 @@ most of the dynamic range. :class:`LogMelSpectrogram` and :class:`MFCC` reproduc
 ``librosa.feature.melspectrogram`` + ``librosa.power_to_db`` and ``librosa.feature.mfcc``
 (librosa 0.11 defaults: Slaney mel scale and area normalization, periodic Hann window,
 centred frames with zero padding); ``tests/data/test_audio_features.py`` states the
-measured agreement.
-
-Random functions take an optional ``torch.Generator``. Random numbers are drawn on the
-generator's device and then moved to the data, so a seeded CPU generator gives the same
-augmentation whether the batch lives on the CPU or a GPU.
+measured agreement. :class:`FeatureConfig` holds every setting of the front end; its
+``from_dict`` is the one parser of feature settings (recipes, flags, checkpoints, exported
+files). The augmentations of audio training live in :mod:`.audio_augment`.
 """
 
 from __future__ import annotations
@@ -18,40 +16,18 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Union
 
 import torch
 from torch import nn
+
+from .audio_augment import AudioAugmentConfig
+from .checks import check_batch, check_float, check_int
 
 WINDOWS = ("hann", "hamming", "blackman")
 PAD_MODES = ("constant", "reflect", "replicate", "circular")
 FEATURE_KINDS = ("logmel", "mfcc")
 NORMALIZE_MODES = ("utterance", "dataset", "none")
-SHIFT_MODES = ("zero", "roll")
-
-Range = Union[float, tuple[float, float]]
-
-
-# --------------------------------------------------------------------------------------
-# Validation helpers
-# --------------------------------------------------------------------------------------
-
-
-def _check_int(value: object, name: str, minimum: int = 1) -> int:
-    # bool is an int subclass; n_mels=True is a bug, not one band.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_float(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return float(value)
 
 
 def _check_spectral(
@@ -66,15 +42,15 @@ def _check_spectral(
     top_db: Optional[float],
 ) -> None:
     """Shared checks of :class:`LogMelSpectrogram` and :class:`FeatureConfig`; messages name the field."""
-    _check_int(sample_rate, f"{owner}.sample_rate")
-    _check_int(n_fft, f"{owner}.n_fft", minimum=2)
-    _check_int(hop_length, f"{owner}.hop_length")
-    _check_int(win_length, f"{owner}.win_length")
-    _check_int(n_mels, f"{owner}.n_mels")
+    check_int(sample_rate, f"{owner}.sample_rate")
+    check_int(n_fft, f"{owner}.n_fft", minimum=2)
+    check_int(hop_length, f"{owner}.hop_length")
+    check_int(win_length, f"{owner}.win_length")
+    check_int(n_mels, f"{owner}.n_mels")
     if win_length > n_fft:
         raise ValueError(f"{owner}.n_fft must be >= win_length, got n_fft={n_fft} < win_length={win_length}")
-    fmin = _check_float(fmin, f"{owner}.fmin")
-    fmax = _check_float(fmax, f"{owner}.fmax")
+    fmin = check_float(fmin, f"{owner}.fmin")
+    fmax = check_float(fmax, f"{owner}.fmax")
     if fmin < 0:
         raise ValueError(f"{owner}.fmin must be >= 0, got {fmin}")
     if fmax > sample_rate / 2:
@@ -83,48 +59,8 @@ def _check_spectral(
         )
     if fmin >= fmax:
         raise ValueError(f"{owner}.fmin must be < fmax, got fmin={fmin:g} >= fmax={fmax:g}")
-    if top_db is not None and _check_float(top_db, f"{owner}.top_db") <= 0:
+    if top_db is not None and check_float(top_db, f"{owner}.top_db") <= 0:
         raise ValueError(f"{owner}.top_db must be None or > 0, got {top_db}")
-
-
-def _check_batch(x: object, name: str, dims: Sequence[int]) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() not in dims:
-        raise ValueError(f"{name} must have {' or '.join(map(str, dims))} dims, got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        # Integer PCM would give features 90 dB off; load_audio returns float in [-1, 1).
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    return x
-
-
-# --------------------------------------------------------------------------------------
-# Random numbers drawn on the generator's device (see module docstring)
-# --------------------------------------------------------------------------------------
-
-
-def _uniform(shape: Sequence[int], generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
-    source = generator.device if generator is not None else device
-    return torch.rand(tuple(shape), generator=generator, device=source).to(device)
-
-
-def _randn(shape: Sequence[int], generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
-    source = generator.device if generator is not None else device
-    return torch.randn(tuple(shape), generator=generator, device=source).to(device)
-
-
-def _sample_range(
-    value: Range, name: str, n: int, generator: Optional[torch.Generator], device: torch.device
-) -> torch.Tensor:
-    """A fixed number or a per-example uniform draw from ``(low, high)``, as an (n,) float32 tensor."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be a number or a (low, high) pair, got {value!r}")
-        low, high = (_check_float(v, name) for v in value)
-        if low > high:
-            raise ValueError(f"{name} must have low <= high, got {value!r}")
-        return low + (high - low) * _uniform((n,), generator, device)
-    return torch.full((n,), _check_float(value, name), device=device)
 
 
 # --------------------------------------------------------------------------------------
@@ -202,8 +138,8 @@ def mel_filterbank(
 
 def dct_matrix(n_out: int, n_in: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Orthonormal DCT-II as an ``(n_out, n_in)`` matrix: ``scipy.fft.dct(x, type=2, norm="ortho")[:n_out]``."""
-    _check_int(n_in, "dct_matrix.n_in")
-    _check_int(n_out, "dct_matrix.n_out")
+    check_int(n_in, "dct_matrix.n_in")
+    check_int(n_out, "dct_matrix.n_out")
     if n_out > n_in:
         raise ValueError(f"dct_matrix.n_out must be <= n_in, got {n_out} > {n_in}")
     k = torch.arange(n_out, dtype=torch.float64)[:, None]
@@ -288,11 +224,11 @@ class LogMelSpectrogram(nn.Module):
         # librosa 0.11's stft pads centred frames with zeros ("constant"); earlier librosa used "reflect".
         if pad_mode not in PAD_MODES:
             raise ValueError(f"LogMelSpectrogram.pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
-        if _check_float(power, "LogMelSpectrogram.power") <= 0:
+        if check_float(power, "LogMelSpectrogram.power") <= 0:
             raise ValueError(f"LogMelSpectrogram.power must be > 0, got {power}")
-        if ref != "max" and (isinstance(ref, str) or _check_float(ref, "LogMelSpectrogram.ref") <= 0):
+        if ref != "max" and (isinstance(ref, str) or check_float(ref, "LogMelSpectrogram.ref") <= 0):
             raise ValueError(f"LogMelSpectrogram.ref must be 'max' or a positive number, got {ref!r}")
-        if _check_float(amin, "LogMelSpectrogram.amin") <= 0:
+        if check_float(amin, "LogMelSpectrogram.amin") <= 0:
             raise ValueError(f"LogMelSpectrogram.amin must be > 0, got {amin}")
         self.sample_rate = sample_rate
         self.n_fft = n_fft
@@ -341,7 +277,7 @@ class LogMelSpectrogram(nn.Module):
         return spec.abs().pow(self.power)
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
-        waves = _check_batch(waves, "waves", (1, 2))
+        waves = check_batch(waves, "waves", (1, 2))
         if waves.dim() == 1:
             waves = waves.unsqueeze(0)
         if not self.center and waves.shape[-1] < self.n_fft:
@@ -391,7 +327,7 @@ class MFCC(nn.Module):
             n_mels=n_mels, fmin=fmin, fmax=fmax, power=power, top_db=top_db, center=center,
             pad_mode=pad_mode, ref=ref, amin=amin,
         )
-        _check_int(n_mfcc, "MFCC.n_mfcc")
+        check_int(n_mfcc, "MFCC.n_mfcc")
         if n_mfcc > n_mels:
             raise ValueError(f"MFCC.n_mfcc must be <= n_mels, got n_mfcc={n_mfcc} > n_mels={n_mels}")
         self.n_mfcc = n_mfcc
@@ -414,7 +350,7 @@ class MFCC(nn.Module):
 
 def normalize_utterance(features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Zero mean, unit variance per example (over all dims but the first)."""
-    features = _check_batch(features, "features", (2, 3, 4))
+    features = check_batch(features, "features", (2, 3, 4))
     dims = tuple(range(1, features.dim()))
     mean = features.mean(dim=dims, keepdim=True)
     var = features.var(dim=dims, keepdim=True, unbiased=False)
@@ -464,7 +400,7 @@ class DatasetNormalizer(nn.Module):
         mean: Optional[torch.Tensor] = None
         m2: Optional[torch.Tensor] = None
         for i, batch in enumerate(batches):
-            batch = _check_batch(batch, f"batches[{i}]", (3, 4))
+            batch = check_batch(batch, f"batches[{i}]", (3, 4))
             dims = self._reduce_dims(batch)
             n = batch.numel() // (batch.shape[-2] if self.per_bin else 1)
             # Per-batch centred moments in float32 on the batch's device, merged in float64 on
@@ -494,7 +430,7 @@ class DatasetNormalizer(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if not self.fitted:
             raise RuntimeError("DatasetNormalizer is not fitted; call fit() or load it with from_dict()")
-        features = _check_batch(features, "features", (3, 4))
+        features = check_batch(features, "features", (3, 4))
         if self.per_bin:
             if features.shape[-2] != self.mean.numel():
                 raise ValueError(
@@ -532,7 +468,7 @@ class DatasetNormalizer(nn.Module):
         if not norm.per_bin and mean.numel() != 1:
             raise ValueError(f"DatasetNormalizer state: per_bin=False needs one mean, got {mean.numel()}")
         norm.mean, norm.std = mean, std
-        norm.count = _check_int(state["count"], "DatasetNormalizer state count")
+        norm.count = check_int(state["count"], "DatasetNormalizer state count")
         return norm
 
 
@@ -585,13 +521,13 @@ class FeatureConfig:
             raise ValueError(f"FeatureConfig.kind must be one of {FEATURE_KINDS}, got {self.kind!r}")
         if self.normalize not in NORMALIZE_MODES:
             raise ValueError(f"FeatureConfig.normalize must be one of {NORMALIZE_MODES}, got {self.normalize!r}")
-        if _check_float(self.duration_s, "FeatureConfig.duration_s") <= 0:
+        if check_float(self.duration_s, "FeatureConfig.duration_s") <= 0:
             raise ValueError(f"FeatureConfig.duration_s must be > 0, got {self.duration_s}")
         _check_spectral(
             "FeatureConfig", self.sample_rate, self.n_fft, self.hop_length, self.win_length,
             self.n_mels, self.fmin, self.fmax, self.top_db,
         )
-        _check_int(self.n_mfcc, "FeatureConfig.n_mfcc")
+        check_int(self.n_mfcc, "FeatureConfig.n_mfcc")
         if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
             raise ValueError(f"FeatureConfig.n_mfcc must be <= n_mels, got {self.n_mfcc} > {self.n_mels}")
 
@@ -615,12 +551,30 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "FeatureConfig":
+        """The one parser of feature settings: a recipe's ``audio:``, flags, a checkpoint, an exported file.
+
+        Settings left out take the defaults, with two that follow the ones given: a sample rate
+        below 8 kHz without ``fmax`` gets ``fmax`` at its Nyquist frequency instead of 4 kHz
+        (which only 8 kHz and faster data allow), and ``n_mels`` below the default ``n_mfcc``
+        without ``n_mfcc`` keeps one coefficient per band. A complete record (what checkpoints
+        hold) is read as it is.
+        """
         if not isinstance(values, dict):
-            raise TypeError(f"FeatureConfig values must be a dict, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+            raise TypeError(f"audio feature settings must be a mapping, got {type(values).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ValueError(f"FeatureConfig got unknown fields {unknown}; known fields: {sorted(known)}")
+            augment = sorted(set(unknown) & {f.name for f in dataclasses.fields(AudioAugmentConfig)})
+            hint = (f"; {', '.join(augment)} {'is an augmentation setting' if len(augment) == 1 else 'are augmentation settings'}: "
+                    "put them under augment_args") if augment else ""
+            raise ValueError(f"unknown setting(s) {unknown}; feature settings: {', '.join(known)}{hint}")
+        values = dict(values)
+        rate = values.get("sample_rate")
+        if "fmax" not in values and isinstance(rate, int) and not isinstance(rate, bool) and rate > 0:
+            values["fmax"] = min(cls.fmax, rate / 2)
+        mels = values.get("n_mels")
+        if "n_mfcc" not in values and isinstance(mels, int) and not isinstance(mels, bool) and 0 < mels < cls.n_mfcc:
+            values["n_mfcc"] = mels
         return cls(**values)
 
     def build_features(self) -> nn.Module:
@@ -659,189 +613,3 @@ class FeatureConfig:
         if normalizer is not None and self.normalize != "dataset":
             raise ValueError(f"a normalizer was given but FeatureConfig.normalize={self.normalize!r}, not 'dataset'")
         return features if norm is None else nn.Sequential(features, norm)
-
-
-# --------------------------------------------------------------------------------------
-# Augmentations (batched, per-example randomness, no Python loop over the batch)
-# --------------------------------------------------------------------------------------
-
-
-def band_mask(
-    batch: int,
-    size: int,
-    num_masks: int,
-    max_width: int,
-    generator: Optional[torch.Generator] = None,
-    device: Union[str, torch.device] = "cpu",
-) -> torch.Tensor:
-    """Boolean ``(batch, size)`` mask, True inside ``num_masks`` random bands per row.
-
-    Each band's width is uniform in ``[0, max_width]`` (capped at ``size``) and its start
-    uniform over the positions where it fits, as in SpecAugment (Park et al. 2019).
-    """
-    _check_int(batch, "batch")
-    _check_int(size, "size")
-    _check_int(num_masks, "num_masks", minimum=0)
-    _check_int(max_width, "max_width", minimum=0)
-    device = torch.device(device)
-    positions = torch.arange(size, device=device)
-    if num_masks == 0 or max_width == 0:
-        return torch.zeros(batch, size, dtype=torch.bool, device=device)
-    max_width = min(max_width, size)
-    widths = (_uniform((batch, num_masks), generator, device) * (max_width + 1)).long().clamp(max=max_width)
-    starts = (_uniform((batch, num_masks), generator, device) * (size - widths + 1)).long()
-    starts = torch.minimum(starts, size - widths)
-    inside = (positions >= starts[..., None]) & (positions < (starts + widths)[..., None])
-    return inside.any(dim=1)
-
-
-def spec_augment(
-    features: torch.Tensor,
-    generator: Optional[torch.Generator] = None,
-    *,
-    num_freq_masks: int = 2,
-    freq_mask_width: int = 8,
-    num_time_masks: int = 2,
-    time_mask_width: int = 20,
-    mask_value: float = 0.0,
-) -> torch.Tensor:
-    """SpecAugment frequency and time masking of ``(N, C, F, T)`` features, independently per example.
-
-    Defaults suit 40-bin, 101-frame keyword features (bands up to 20% of each axis). Masks
-    are filled with ``mask_value``; 0 is the mean of normalized features, so apply this
-    after normalization.
-    """
-    features = _check_batch(features, "features", (4,))
-    n, _, n_freq, n_time = features.shape
-    fmask = band_mask(n, n_freq, num_freq_masks, freq_mask_width, generator, features.device)
-    tmask = band_mask(n, n_time, num_time_masks, time_mask_width, generator, features.device)
-    mask = fmask[:, None, :, None] | tmask[:, None, None, :]
-    return features.masked_fill(mask, mask_value)
-
-
-def random_time_shift(
-    x: torch.Tensor,
-    max_shift: int,
-    generator: Optional[torch.Generator] = None,
-    mode: str = "zero",
-) -> torch.Tensor:
-    """Shift each example along its last axis by a uniform integer in ``[-max_shift, max_shift]``.
-
-    Works on ``(N, samples)`` waves and ``(N, C, F, T)`` features. ``mode="zero"`` fills the
-    vacated part with zeros, ``"roll"`` wraps it around.
-    """
-    x = _check_batch(x, "x", (2, 3, 4))
-    _check_int(max_shift, "max_shift", minimum=0)
-    if mode not in SHIFT_MODES:
-        raise ValueError(f"mode must be one of {SHIFT_MODES}, got {mode!r}")
-    if max_shift == 0:
-        return x
-    n, length = x.shape[0], x.shape[-1]
-    shifts = (_uniform((n,), generator, x.device) * (2 * max_shift + 1)).long().clamp(max=2 * max_shift) - max_shift
-    source = torch.arange(length, device=x.device) - shifts[:, None]  # out[t] = x[t - shift]
-    flat = x.reshape(n, -1, length)
-    out = flat.gather(-1, (source % length)[:, None, :].expand_as(flat))
-    if mode == "zero":
-        valid = (source >= 0) & (source < length)
-        out = out * valid[:, None, :].to(out.dtype)
-    return out.reshape(x.shape)
-
-
-def random_gain(
-    waves: torch.Tensor,
-    gain_db: Range = (-6.0, 6.0),
-    generator: Optional[torch.Generator] = None,
-) -> torch.Tensor:
-    """Multiply each example by ``10 ** (g / 20)``, ``g`` drawn uniformly from ``gain_db`` (or fixed)."""
-    waves = _check_batch(waves, "waves", (2, 3, 4))
-    g = _sample_range(gain_db, "gain_db", waves.shape[0], generator, waves.device)
-    scale = torch.pow(10.0, g / 20.0).to(waves.dtype)
-    return waves * scale.reshape(-1, *([1] * (waves.dim() - 1)))
-
-
-def add_noise(waves: torch.Tensor, noise: torch.Tensor, snr_db: Union[float, torch.Tensor]) -> torch.Tensor:
-    """Add ``noise`` scaled so that each example's signal-to-noise ratio is ``snr_db``.
-
-    SNR is ``10 log10(mean(wave^2) / mean(scaled_noise^2))`` over the example, using the
-    noise actually drawn, so it is met exactly. Silent examples and silent noise get no
-    noise (the SNR of silence is undefined).
-    """
-    waves = _check_batch(waves, "waves", (2,))
-    noise = _check_batch(noise, "noise", (2,))
-    if noise.shape != waves.shape:
-        raise ValueError(f"noise must match waves' shape {tuple(waves.shape)}, got {tuple(noise.shape)}")
-    snr = torch.as_tensor(snr_db, dtype=torch.float32, device=waves.device).expand(waves.shape[0])
-    signal_power = waves.float().pow(2).mean(dim=-1)
-    noise_power = noise.float().pow(2).mean(dim=-1)
-    target = signal_power / torch.pow(10.0, snr / 10.0)
-    scale = torch.where(noise_power > 0, torch.sqrt(target / noise_power.clamp(min=1e-30)), torch.zeros_like(target))
-    return waves + noise * scale[:, None].to(waves.dtype)
-
-
-def add_white_noise(
-    waves: torch.Tensor,
-    snr_db: Range = (10.0, 40.0),
-    generator: Optional[torch.Generator] = None,
-) -> torch.Tensor:
-    """Add Gaussian white noise at an SNR drawn per example from ``snr_db`` (or fixed)."""
-    waves = _check_batch(waves, "waves", (2,))
-    snr = _sample_range(snr_db, "snr_db", waves.shape[0], generator, waves.device)
-    return add_noise(waves, _randn(waves.shape, generator, waves.device).to(waves.dtype), snr)
-
-
-class NoiseBank:
-    """Noise recordings of any lengths, stored padded so crops for a whole batch are one gather."""
-
-    def __init__(self, noises: Union[Sequence[torch.Tensor], torch.Tensor]) -> None:
-        if isinstance(noises, torch.Tensor):
-            if noises.dim() != 2:
-                raise ValueError(f"a noise tensor must be (K, samples), got shape {tuple(noises.shape)}")
-            noises = list(noises)
-        if not isinstance(noises, Sequence) or len(noises) == 0:
-            raise ValueError("noises must be a non-empty sequence of 1-D tensors")
-        for i, noise in enumerate(noises):
-            if not isinstance(noise, torch.Tensor) or noise.dim() != 1 or noise.numel() == 0:
-                raise ValueError(f"noises[{i}] must be a non-empty 1-D tensor")
-            if not noise.is_floating_point():
-                raise TypeError(f"noises[{i}] must be floating point, got {noise.dtype}")
-        self.lengths = torch.tensor([len(n) for n in noises])
-        self.bank = torch.zeros(len(noises), int(self.lengths.max()))
-        for i, noise in enumerate(noises):
-            self.bank[i, : len(noise)] = noise.detach().float().cpu()
-
-    def __len__(self) -> int:
-        return self.bank.shape[0]
-
-    def to(self, device: Union[str, torch.device]) -> "NoiseBank":
-        """Move the bank (in place) to ``device``, where the batches are; returns self."""
-        self.bank = self.bank.to(device)
-        self.lengths = self.lengths.to(device)
-        return self
-
-    def sample(self, n: int, num_samples: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """``(n, num_samples)`` crops of random noises at random offsets, looped when too short."""
-        _check_int(n, "n")
-        _check_int(num_samples, "num_samples")
-        device = self.bank.device
-        which = (_uniform((n,), generator, device) * len(self)).long().clamp(max=len(self) - 1)
-        lengths = self.lengths[which]
-        offsets = (_uniform((n,), generator, device) * lengths).long()
-        positions = (offsets[:, None] + torch.arange(num_samples, device=device)) % lengths[:, None]
-        return self.bank.reshape(-1)[which[:, None] * self.bank.shape[1] + positions]
-
-
-def add_bank_noise(
-    waves: torch.Tensor,
-    bank: NoiseBank,
-    snr_db: Range = (0.0, 20.0),
-    generator: Optional[torch.Generator] = None,
-) -> torch.Tensor:
-    """Add a random crop of a random noise from ``bank`` to each example at ``snr_db`` (fixed or a range)."""
-    waves = _check_batch(waves, "waves", (2,))
-    if not isinstance(bank, NoiseBank):
-        raise TypeError(f"bank must be a NoiseBank, got {type(bank).__name__}")
-    if bank.bank.device != waves.device:
-        bank.to(waves.device)
-    snr = _sample_range(snr_db, "snr_db", waves.shape[0], generator, waves.device)
-    noise = bank.sample(waves.shape[0], waves.shape[-1], generator).to(waves.dtype)
-    return add_noise(waves, noise, snr)

@@ -12,7 +12,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from .interface import BatchOptions
+from .interface import BatchOptions, SkippedFile
 
 
 def steps_per_epoch(num_samples: int, batch_size: int, train: bool, world_size: int = 1, rank: int = 0) -> int:
@@ -51,13 +51,33 @@ class BatchSource:
         self.seed = options.seed
         self.dist = options.dist
         self.generator = torch.Generator().manual_seed(options.seed + 17)
+        self._chosen: torch.Tensor | None = None  # set by only(): the samples every epoch iterates
+        # Files left out while reading (data decoded on demand), each once: evaluation lists them.
+        self.skipped: list[SkippedFile] = []
+
+    def only(self, chosen: torch.Tensor) -> "BatchSource":
+        """Iterate just the samples ``chosen`` (indices, in this order) from now on; returns the source.
+
+        For an evaluation pass over a few samples of a large data set (int8 calibration, export
+        parity) without building the data set again.
+        """
+        if self.train:
+            raise ValueError("only() selects samples for evaluation; a training source shuffles all of them")
+        self._chosen = torch.as_tensor(chosen, dtype=torch.long)
+        return self
 
     def __len__(self) -> int:
-        return steps_per_epoch(self.num_samples, self.batch_size, self.train, self.dist.world_size, self.dist.rank)
+        count = self.num_samples if self._chosen is None else len(self._chosen)
+        return steps_per_epoch(count, self.batch_size, self.train, self.dist.world_size, self.dist.rank)
 
     def indices(self, epoch: int) -> torch.Tensor:
         """This process's samples for ``epoch``, in order: every world_size-th of one permutation."""
-        order = epoch_permutation(self.num_samples, self.seed, epoch) if self.train else torch.arange(self.num_samples)
+        if self._chosen is not None:
+            order = self._chosen
+        elif self.train:
+            order = epoch_permutation(self.num_samples, self.seed, epoch)
+        else:
+            order = torch.arange(self.num_samples)
         return order[self.dist.rank :: self.dist.world_size]
 
     def step_indices(self, epoch: int, start_step: int = 0) -> Iterator[torch.Tensor]:
@@ -67,6 +87,11 @@ class BatchSource:
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
+
+    def note_skipped(self, files: Sequence[SkippedFile]) -> None:
+        """Record files this source could not read (each path once)."""
+        known = {f.path for f in self.skipped}
+        self.skipped.extend(f for f in files if f.path not in known)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

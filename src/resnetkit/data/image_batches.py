@@ -8,7 +8,7 @@ import torch
 
 from .augment import BatchAugment, eval_transform, gather_crop_flip, mix_transform, pad_store, sample_transform, AugmentConfig
 from .batching import BatchSource
-from .image_io import ImageDataError
+from .image_io import ImageDataError, UnreadableFile, collate_readable
 from .interface import BatchOptions
 
 
@@ -69,33 +69,34 @@ class LoaderBatches(BatchSource):
         return len(self.dataset)
 
     def _loader(self, epoch: int):
-        from .images import collate_skipping_none
-
         # Worker seeds come from this generator: the same epoch decodes and augments alike.
         g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
         return torch.utils.data.DataLoader(
             torch.utils.data.Subset(self.dataset, self.indices(epoch).tolist()),
             batch_size=self.batch_size,
             shuffle=False,
-            drop_last=self.train,
+            # The ragged last batch is dropped by stopping at len(self) (steps_per_epoch), which
+            # keeps it when it is the only one: fewer samples than the batch size still train.
+            drop_last=False,
             num_workers=self.workers,
-            collate_fn=collate_skipping_none,
+            collate_fn=collate_readable,
             pin_memory=self.device.type == "cuda",
             generator=g,
             persistent_workers=False,
         )
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from .images import UnreadableFile
-
         for step, batch in enumerate(self._loader(epoch)):
             if isinstance(batch, UnreadableFile):
                 raise ImageDataError(f"{batch.message} (stopping: --on-corrupt stop)")
             if step >= len(self):
                 break
-            if step < start_step or batch is None:
+            if step < start_step:
                 continue
-            x, y = batch
+            x, y, skipped = batch
+            self.note_skipped(skipped)
+            if x is None:
+                continue
             x = self.normalize(x.to(self.device, non_blocking=True))
             y = y.to(self.device, non_blocking=True)
             if self.mix is not None:

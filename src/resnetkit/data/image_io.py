@@ -17,11 +17,14 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Optional
 
 import numpy as np
 import torch
+
+from .interface import SkippedFile
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 # Pillow's own default (about 89 million pixels, a 9459x9459 image): above it a file is refused.
@@ -144,3 +147,31 @@ def to_uint8_image(item: Any, in_chans: int) -> tuple[str, torch.Tensor]:
         t = torch.from_numpy(_to_array(item, in_chans))
         return "PIL image", (t[None] if t.ndim == 2 else t.permute(2, 0, 1)).contiguous()
     raise TypeError(f"cannot read {type(item).__name__} as an image: pass file paths, bytes, PIL images or tensors")
+
+
+# -- files decoded in DataLoader workers ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnreadableFile:
+    """What a DataLoader worker hands back for a file it could not decode under ``on_corrupt="stop"``."""
+
+    message: str
+
+
+def collate_readable(batch: list) -> "tuple[Optional[torch.Tensor], Optional[torch.Tensor], list[SkippedFile]] | UnreadableFile":
+    """DataLoader collate over decoded samples: ``(images, labels, skipped)``, or the first stop.
+
+    Samples that failed to decode come as their :class:`SkippedFile` and are returned beside
+    the batch, so that the main process learns which files the workers left out; a batch
+    with no readable sample has ``None`` for images and labels.
+    """
+    stop = next((b for b in batch if isinstance(b, UnreadableFile)), None)
+    if stop is not None:
+        return stop
+    skipped = [b for b in batch if isinstance(b, SkippedFile)]
+    readable = [b for b in batch if not isinstance(b, SkippedFile)]
+    if not readable:
+        return None, None, skipped
+    images, labels = zip(*readable)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long), skipped

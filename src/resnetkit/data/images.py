@@ -25,7 +25,7 @@ from .folders import (
     stratified_split,
 )
 from .image_batches import InMemoryBatches, LoaderBatches
-from .image_io import IMAGE_EXTENSIONS, ImageDataError, read_image
+from .image_io import IMAGE_EXTENSIONS, ImageDataError, UnreadableFile, read_image
 from .interface import SHOW_PATHS, BatchOptions, DataRequest, DataSplits, LabelledData, Preview, SkippedFile
 from .specs import ImageInputSpec, image_spec_for_model
 
@@ -109,8 +109,9 @@ class ImageFiles(torch.utils.data.Dataset, LabelledData):
     """Image files decoded on demand (for images too large to hold in memory).
 
     ``transform`` maps a uint8 (C, H, W) tensor to a uint8 tensor of the training size. A file
-    that fails to decode returns None when ``on_corrupt="skip"`` (the collate function drops it
-    and the skip is logged with its path), and raises :class:`ImageDataError` otherwise.
+    that fails to decode returns its :class:`SkippedFile` when ``on_corrupt="skip"`` (the skip is
+    logged with its path; the batch source drops it from the batch and lists it in its
+    ``skipped``), and an :class:`UnreadableFile` otherwise, which the batch source raises.
     """
 
     samples: list[tuple[str, int]]
@@ -138,7 +139,7 @@ class ImageFiles(torch.utils.data.Dataset, LabelledData):
                 # traceback; the batch source raises it in the main process instead.
                 return UnreadableFile(str(err))
             log.warning("skipping %s", err)
-            return None
+            return SkippedFile(path, str(err))
         if self.transform is not None:
             image = self.transform(image)
         return image, label
@@ -171,25 +172,6 @@ class ImageFiles(torch.utils.data.Dataset, LabelledData):
         if spec.in_chans != self.in_chans:
             raise ImageDataError(f"{self.source}: images are read with {self.in_chans} channel(s), the model expects {spec.in_chans}")
         return LoaderBatches(self, spec, options)
-
-
-@dataclass(frozen=True)
-class UnreadableFile:
-    """What a DataLoader worker hands back for a file it could not decode under ``on_corrupt="stop"``."""
-
-    message: str
-
-
-def collate_skipping_none(batch):
-    """DataLoader collate that drops samples that failed to decode (and passes a stop on)."""
-    stop = next((b for b in batch if isinstance(b, UnreadableFile)), None)
-    if stop is not None:
-        return stop
-    batch = [b for b in batch if b is not None]
-    if not batch:
-        return None
-    images, labels = zip(*batch)
-    return torch.stack(images), torch.tensor(labels, dtype=torch.long)
 
 
 # -- folders ------------------------------------------------------------------------------

@@ -81,6 +81,15 @@ class PreparedInputs:
 
 
 @dataclass
+class Display:
+    """What an explanation is drawn over: one picture per readable input, as people look at it."""
+
+    pictures: list  # numpy arrays: images (H, W, C) in [0, 1], or spectrograms and other maps (F, T)
+    style: str  # "image" or "spectrogram"
+    axes: dict = field(default_factory=dict)  # spectrograms: duration_s, ylabel, yticks
+
+
+@dataclass
 class Preview:
     """Examples of a data set for a picture in the run directory; drawn by :mod:`resnetkit.report`."""
 
@@ -118,6 +127,14 @@ class InputSpec(ABC):
     @abstractmethod
     def prepare(self, items: Sequence[Any], device: torch.device) -> PreparedInputs:
         """Model input for raw items (file paths, file-like objects, in-memory samples)."""
+
+    def display(self, items: Sequence[Any], batch: torch.Tensor) -> Display:
+        """The readable ``items`` (which :meth:`prepare` made into ``batch``) as pictures to draw a map over.
+
+        By default the first channel of each model input, as it is; a kind overrides this with
+        what people recognise (images denormalized, audio as a spectrogram in dB).
+        """
+        return Display([b[0].detach().float().cpu().numpy() for b in batch], "spectrogram", {"ylabel": "feature"})
 
 
 _SPEC_CLASSES: dict[str, type[InputSpec]] = {}

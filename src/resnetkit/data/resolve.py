@@ -38,6 +38,13 @@ def register_data_kind(kind: DataKind) -> None:
     _KINDS.insert(0, kind)
 
 
+def unregister_data_kind(name: str) -> None:
+    """Remove a kind added with :func:`register_data_kind` (a plug-in unloaded, a test done with it)."""
+    if name in ("audio", "image"):
+        raise ValueError(f"{name!r} is a built-in kind of input and cannot be removed")
+    _KINDS[:] = [k for k in _KINDS if k.name != name]
+
+
 def data_kind(name: str) -> DataKind:
     for kind in _KINDS:
         if kind.name == name:

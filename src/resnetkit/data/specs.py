@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-from .audio_features import DatasetNormalizer, FeatureConfig
+from .audio_features import DatasetNormalizer, FeatureConfig, hz_to_mel, mel_to_hz
 from .audio_io import AUDIO_EXTENSIONS, AudioFormatError, fix_length, load_audio
 from .augment import Normalize, eval_transform
 from .image_io import IMAGE_EXTENSIONS, ImageDataError, to_uint8_image
-from .interface import InputSpec, PreparedInputs, register_input_spec
+from .interface import Display, InputSpec, PreparedInputs, register_input_spec
 
 # The normalization of a model without a data config (a plain nn.Module).
 FALLBACK_MEAN, FALLBACK_STD, FALLBACK_SIZE = 0.5, 0.25, (224, 224)
@@ -84,6 +85,13 @@ class ImageInputSpec(InputSpec):
             tensors.append(transform(image))
         batch = self.normalizer()(torch.stack(tensors).to(device)) if tensors else None
         return PreparedInputs(batch, names, errors)
+
+    def display(self, items: Sequence[Any], batch: torch.Tensor) -> Display:
+        """The images as the model sees them (resized, cropped), back in [0, 1]."""
+        m = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        s = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+        images = (batch.detach().float().cpu() * s + m).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        return Display(list(images), "image")
 
 
 def image_spec_for_model(model: Optional[nn.Module], in_chans: int, size: Optional[tuple[int, int]] = None,
@@ -189,6 +197,35 @@ class AudioInputSpec(InputSpec):
         with torch.no_grad():
             batch = self.build_frontend().to(device)(torch.stack(waves).to(device))
         return PreparedInputs(batch, names, errors)
+
+    def display(self, items: Sequence[Any], batch: torch.Tensor) -> Display:
+        """Each clip's features before the run's normalization (so colours mean decibels), time in
+        seconds and, for log-mel features, frequency in Hz."""
+        features = self.features
+        waves = []
+        for item in items:
+            if isinstance(item, torch.Tensor):
+                wave = item.detach().float().cpu()
+            else:
+                if isinstance(item, io.IOBase) and item.seekable():
+                    item.seek(0)  # prepare() read it once already
+                wave = load_audio(item, features.sample_rate)
+            waves.append(fix_length(wave, features.num_samples, "center"))
+        with torch.no_grad():
+            db = features.build_features()(torch.stack(waves))[:, 0]
+        axes: dict[str, Any] = {"duration_s": features.num_samples / features.sample_rate}
+        if features.kind == "logmel":
+            axes["ylabel"] = "frequency (Hz)"
+            edges = torch.linspace(float(hz_to_mel(torch.tensor(features.fmin))),
+                                   float(hz_to_mel(torch.tensor(features.fmax))), features.n_mels + 2)
+            centres = mel_to_hz(edges)[1:-1].numpy()
+            ticks = [hz for hz in (50, 100, 250, 500, 1000, 2000, 4000, 8000, 16000) if centres[0] <= hz <= centres[-1]]
+            # Band i covers [i, i + 1) on the drawn axis; place each frequency at its interpolated band centre.
+            axes["yticks"] = [(float(np.interp(hz, centres, np.arange(len(centres)))) + 0.5,
+                               f"{hz // 1000}k" if hz >= 1000 else str(hz)) for hz in ticks]
+        else:
+            axes["ylabel"] = "MFCC coefficient"
+        return Display([d.numpy() for d in db], "spectrogram", axes)
 
 
 def _item_name(item: Any) -> str:

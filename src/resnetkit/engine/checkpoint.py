@@ -76,3 +76,17 @@ def check_writable(folder: str | Path) -> Path:
             f"cannot write the run directory {folder}: {err.strerror or err}; choose another folder with --out"
         ) from None
     return folder
+
+
+def find_checkpoint(path: str | Path, weights: str = "best") -> Path:
+    """The checkpoint file of a run directory (``weights``.pt, else last.pt, else best.pt) or the file itself."""
+    path = Path(path)
+    if path.is_dir():
+        candidates = [path / f"{weights}.pt", path / "last.pt", path / "best.pt"]
+        ckpt = next((c for c in candidates if c.is_file()), None)
+        if ckpt is None:
+            raise FileNotFoundError(f"{path} holds no checkpoint (expected best.pt or last.pt from `resnetkit train`)")
+        return ckpt
+    if path.is_file():
+        return path
+    raise FileNotFoundError(f"checkpoint {path} does not exist (expected a run directory or a .pt file)")

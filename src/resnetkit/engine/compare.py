@@ -50,7 +50,9 @@ def compare(models: Sequence[str], config: TrainConfig, out_dir: str | Path, mea
             log.info("%s: finished earlier, kept", name)
             continue
         log.info("%s: %s", name, "resuming the interrupted run" if (run_dir / "last.pt").exists() else "training")
-        train(replace(config, model=name, out=str(run_dir)), resume="auto")
+        run_config = replace(config, model=name, out=str(run_dir))
+        # Every setting of the study is given: an interrupted run continues only under the same ones.
+        train(run_config, resume="auto", changes=run_config.to_dict())
     return report(out, models, measure_latency)
 
 

@@ -12,13 +12,12 @@ import math
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import yaml
 
 from ..data.audio_features import FEATURE_KINDS, FeatureConfig
 from ..data.audio_layouts import AUDIO_LAYOUTS, check_fsdd_split
-from ..data.audio_settings import feature_config_from
 from ..data.folders import ON_CORRUPT
 from ..runtime.device import PRECISIONS
 from .tta import TTA_MODES
@@ -46,8 +45,9 @@ class TrainConfig:
     on_corrupt: str = "skip"  # skip (named in the log) or stop at an unreadable file
     augment: str = "auto"  # a preset (cifar, digits, imagenet, speech, ...) or auto: chosen from the data
     augment_args: dict[str, Any] = field(default_factory=dict)  # preset fields to override
-    # Audio data (ignored for images): the feature front end; None is FeatureConfig's defaults.
-    audio: Optional[FeatureConfig] = None
+    # Audio data (ignored for images): the feature settings as given (recipe, flags); None is
+    # FeatureConfig's defaults. The complete front end a run used is its input spec's record.
+    audio: Optional[dict[str, Any]] = None
     audio_layout: str = "auto"  # auto, folders (class subfolders), fsdd, speech-commands
     fsdd_split: str = "official"  # official (indices 0-4 held out) or speakers:NAME[,NAME] (held-out speakers)
     # Speech Commands: auto (its 12-class protocol when the ten words and others are there), none
@@ -96,9 +96,16 @@ class TrainConfig:
     tta: str = "none"  # test-time augmentation of the final metrics (metrics.json): none or flip (images)
 
     def __post_init__(self) -> None:
-        if isinstance(self.audio, dict):
-            self.audio = feature_config_from(self.audio)
+        if isinstance(self.audio, FeatureConfig):
+            self.audio = self.audio.to_dict()
+        elif isinstance(self.audio, dict):
+            self.audio = dict(self.audio)
         self.validate()
+
+    @property
+    def features(self) -> Optional[FeatureConfig]:
+        """The audio front end these settings ask for (None: the data's default)."""
+        return None if self.audio is None else FeatureConfig.from_dict(self.audio)
 
     def validate(self) -> None:
         """Raise ValueError/TypeError naming the first setting that is not allowed."""
@@ -117,8 +124,11 @@ class TrainConfig:
         for name in ("model_args", "augment_args"):
             if not isinstance(getattr(self, name), dict):
                 raise TypeError(f"{name} must be a mapping of settings, got {type(getattr(self, name)).__name__}")
-        if self.audio is not None and not isinstance(self.audio, FeatureConfig):
-            raise TypeError(f"audio must be a mapping of feature settings, got {type(self.audio).__name__}")
+        if self.audio is not None:
+            try:
+                FeatureConfig.from_dict(self.audio)
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"audio: {err}") from None
         for name in ("epochs", "batch_size", "eval_every"):
             _integer(self, name, minimum=1)
         _integer(self, "max_steps", minimum=1, optional=True)
@@ -254,12 +264,18 @@ def build_config(recipe: str | Path | None = None, overrides: dict[str, Any] | N
     if recipe:
         values.update(load_recipe(recipe))
         source = f"recipe {recipe} + command line"
-    for key, value in (overrides or {}).items():
+    return TrainConfig.from_dict(merge_settings(values, overrides or {}), source)
+
+
+def merge_settings(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied; a mapping (model_args, augment_args, audio) changes key by key."""
+    values = dict(base)
+    for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(values.get(key), dict):
             values[key] = {**values[key], **value}
         else:
             values[key] = value
-    return TrainConfig.from_dict(values, source)
+    return values
 
 
 def config_yaml(config: TrainConfig) -> str:

@@ -83,5 +83,9 @@ def evaluate(
     classes = list(classes or data.classes)
     options = BatchOptions(train=False, batch_size=batch_size, device=device, channels_last=channels_last)
     model = with_tta(model, tta, spec.kind)
-    m = evaluate_batches(model, data.batches(spec, options), classes, device, resolve_precision(amp, device))
+    source = data.batches(spec, options)
+    m = evaluate_batches(model, source, classes, device, resolve_precision(amp, device))
+    # Left out when the data was read, and by the batch source while decoding (DataLoader workers).
+    skipped = {f.path: f for f in [*getattr(data, "skipped", ()), *source.skipped]}
+    m["skipped"] = [{"path": f.path, "reason": f.reason} for f in skipped.values()]
     return EvalResult(m["loss"], m["top1"], m)

@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import torch
-
-from ..data import BatchOptions, InputSpec, LabelledData
+from ..data import LabelledData
 from ..export import (
     FORMATS,
     MIN_FP32_AGREEMENT,
@@ -35,6 +33,7 @@ from ..export.formats import add_onnx_metadata, default_export_path
 from ..export.metadata import format_of
 from ..runtime.files import atomic_write, save_json
 from .inference import LoadedRun, load_run
+from .run_data import run_splits, sample_batches
 
 log = logging.getLogger(__name__)
 
@@ -65,53 +64,6 @@ class ExportReport:
         lines += [f"  note: {n}" for n in self.metadata.notes]
         lines.append(f"  parity written to {self.parity_path}")
         return "\n".join(lines)
-
-
-def sample_batches(data: LabelledData, spec: InputSpec, count: int, *, seed: int = 0, batch_size: int = 64,
-                   device: str | torch.device = "cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Up to ``count`` samples of ``data`` drawn at random (seeded), prepared for ``spec`` without augmentation.
-
-    Every class has its share (a data set stored class by class would give one class from
-    its first ``count`` samples); the batches are what evaluation would feed the model.
-    """
-    if count < 1:
-        raise ValueError(f"the number of samples must be >= 1, got {count}")
-    source = data.batches(spec, BatchOptions(train=False, batch_size=batch_size, device=torch.device(device)))
-    total = source.num_samples
-    if total == 0:
-        return []
-    chosen = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:count].sort().values
-    # An evaluation pass over the chosen samples only: the source reads its order from indices().
-    source.indices = lambda epoch: chosen
-    batches, taken = [], 0
-    for batch in source.epoch(0):
-        if batch is None:
-            continue
-        x, y = batch
-        if len(x) == 0:
-            break
-        batches.append((x, y))
-        taken += len(x)
-        if taken >= len(chosen):
-            break
-    return batches
-
-
-def run_splits(run: LoadedRun):
-    """The training and validation data of ``run``, rebuilt from the configuration its checkpoint holds."""
-    from .config import TrainConfig
-    from .training import load_data
-
-    if not run.config:
-        raise ValueError(f"{run.path} holds no training configuration, so its data cannot be rebuilt; "
-                         "pass the data explicitly (--data / --calibration-data)")
-    config = TrainConfig.from_dict(dict(run.config), f"checkpoint {run.path}")
-    try:
-        splits = load_data(config)
-    except (ValueError, FileNotFoundError) as err:
-        raise type(err)(f"cannot rebuild the data of {run.path} (data={config.data!r}): {err}; "
-                        "pass the data explicitly (--data / --calibration-data)") from None
-    return splits
 
 
 def _matched(data: LabelledData, classes: list[str]) -> LabelledData:
@@ -156,7 +108,7 @@ def export_run(
     if data is not None:
         held_out, data_name = run.load_eval_data(data), str(data)
     else:
-        splits = run_splits(run)
+        splits = run_splits(run.config, run.path)
         held_out = splits.val
         data_name = f"{run.config.get('data')} (the run's validation split)"
         if held_out is None or len(held_out) == 0:
@@ -206,7 +158,7 @@ def _quantize(run: LoadedRun, graph, exported, fp32_path: Path, out: Path, meta:
     if calibration_data is not None:
         train, source = run.load_eval_data(calibration_data), str(calibration_data)
     else:
-        splits = splits or run_splits(run)
+        splits = splits or run_splits(run.config, run.path)
         train, source = splits.train, f"{run.config.get('data')} (the run's training split)"
         if train is None:
             raise ValueError(f"{run.path}: the run has no training data to calibrate int8 on; pass --calibration-data")

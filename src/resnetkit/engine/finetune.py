@@ -14,7 +14,7 @@ from ..data import ImageInputSpec, input_spec_from_dict
 from ..models import freeze_batchnorm, freeze_stages
 from ..models.weights import CheckpointError, load_weights, read_state_dict
 from .checkpoint import checkpoint_weights, read_checkpoint
-from .inference import find_checkpoint
+from .checkpoint import find_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,13 @@ from ..data import InputSpec, LabelledData, as_labelled_data, input_spec_from_di
 from ..models import create_model
 from ..models.weights import CheckpointError
 from ..runtime.device import resolve_device
-from .checkpoint import checkpoint_weights, read_checkpoint
+from .checkpoint import checkpoint_weights, find_checkpoint, read_checkpoint
 from .evaluation import EvalResult, evaluate
+from .run_data import run_splits, sample_batches
 from .tta import check_tta, with_tta
 
-# How many inputs predict prepares and runs at a time.
-PREDICT_CHUNK = 64
+# How many inputs `resnetkit predict` prepares and runs at a time (a folder may hold thousands).
+PREDICT_BATCH = 64
 
 
 @dataclass
@@ -60,9 +61,7 @@ class LoadedRun:
 
     def calibration_samples(self, count: int = 512) -> list[torch.Tensor]:
         """Up to ``count`` inputs drawn from the run's training split (for int8 calibration)."""
-        from .exporting import run_splits, sample_batches
-
-        splits = run_splits(self)
+        splits = run_splits(self.config, self.path)
         if splits.train is None:
             raise ValueError(f"{self.path}: the run's data has no training split to calibrate int8 on")
         return [x for x, _ in sample_batches(splits.train, self.input_spec, count, seed=1)]
@@ -91,21 +90,29 @@ class LoadedRun:
                           input_spec=self.input_spec, channels_last=self.channels_last)
         # Said in the output, as metrics.json of the run says it: which path computed the numbers.
         result.metrics["inference"] = model.description
-        result.metrics["skipped"] = [{"path": f.path, "reason": f.reason} for f in data.skipped]
         return result
 
     @torch.no_grad()
-    def predict(self, inputs: Any, top_k: int = 5, amp: str = "auto", precision: Optional[str] = None) -> list[dict]:
-        """Top-k classes for files, folders, uploads (bytes) or in-memory samples (PIL images, tensors)."""
+    def predict(self, inputs: Any, top_k: int = 5, amp: str = "auto", precision: Optional[str] = None,
+                batch_size: Optional[int] = None) -> list[dict]:
+        """Top-k classes for files, folders, uploads (bytes) or in-memory samples (PIL images, tensors).
+
+        ``batch_size``: how many inputs run through the model together; by default all that are
+        given (a server's batch is the caller's), and ``resnetkit predict`` takes 64 at a time.
+        """
         amp = precision or amp
         items = list(expand_inputs(inputs, self.input_spec))
         if not items:
             raise ValueError(f"nothing to predict: no {self.kind} files among the inputs")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        step = batch_size or len(items)
         k = max(1, min(top_k, len(self.classes)))
         model = self.inference_model(amp)
         results = []
-        for start in range(0, len(items), PREDICT_CHUNK):
-            prepared = self.input_spec.prepare(items[start : start + PREDICT_CHUNK], self.device)
+        for start in range(0, len(items), step):
+            prepared = self.input_spec.prepare(items[start : start + step], self.device)
             probs = model(prepared.batch).float().softmax(1).cpu() if prepared.batch is not None else None
             row = 0
             for name, error in zip(prepared.names, prepared.errors):
@@ -137,20 +144,6 @@ def expand_inputs(inputs: Any, spec: InputSpec) -> Iterable:
             raise FileNotFoundError(f"{item}: no such file or folder")
         else:
             yield item
-
-
-def find_checkpoint(path: str | Path, weights: str = "best") -> Path:
-    """The checkpoint file of a run directory (``weights``.pt, else last.pt, else best.pt) or the file itself."""
-    path = Path(path)
-    if path.is_dir():
-        candidates = [path / f"{weights}.pt", path / "last.pt", path / "best.pt"]
-        ckpt = next((c for c in candidates if c.is_file()), None)
-        if ckpt is None:
-            raise FileNotFoundError(f"{path} holds no checkpoint (expected best.pt or last.pt from `resnetkit train`)")
-        return ckpt
-    if path.is_file():
-        return path
-    raise FileNotFoundError(f"checkpoint {path} does not exist (expected a run directory or a .pt file)")
 
 
 def load_run(path: str | Path, device: str = "auto", weights: str = "best") -> LoadedRun:

@@ -6,19 +6,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from ..data import DataRequest, DataSplits, resolve_data
 from ..models import create_model
 from ..models.weights import CheckpointError
 from ..runtime import distributed
 from ..runtime.device import resolve_device, set_seed
 from .checkpoint import read_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, merge_settings
 from .finetune import initialize_from
 from .history import History
+from .run_data import load_data
 from .run_dir import claim, holds_run, is_finished, resolve_run_dir
 from .trainer import Trainer
 
@@ -36,19 +36,6 @@ class TrainSummary:
     def __str__(self) -> str:
         acc = f"{self.best_val_acc:.2%} (epoch {self.best_epoch})" if self.best_val_acc is not None else "n/a"
         return f"validation accuracy {acc}, {self.seconds:.0f} s, run written to {self.run_dir}"
-
-
-def data_request(config: TrainConfig, for_evaluation: bool = False) -> DataRequest:
-    """The data settings of ``config`` as the data layer reads them."""
-    return DataRequest(data=config.data, val_split=config.val_split, seed=config.seed, in_chans=config.in_chans,
-                       on_corrupt=config.on_corrupt, audio=config.audio, audio_layout=config.audio_layout,
-                       fsdd_split=config.fsdd_split, keywords=config.keywords,
-                       for_evaluation=for_evaluation)
-
-
-def load_data(config: TrainConfig, for_evaluation: bool = False) -> DataSplits:
-    """``config.data`` as training and validation data (``for_evaluation``: the held-out part as ``val``)."""
-    return resolve_data(data_request(config, for_evaluation))
 
 
 def _claim_run_dir(config: TrainConfig, dist: distributed.DistInfo, resume: bool, overwrite: bool,
@@ -71,36 +58,55 @@ def _claim_run_dir(config: TrainConfig, dist: distributed.DistInfo, resume: bool
 _RESUME_OVERRIDES = ("epochs", "max_steps", "quiet", "device", "workers", "out", "stop_after_min")
 
 
-def _resume_config(config: TrainConfig, state: dict, ckpt_path: Path) -> TrainConfig:
-    """The run's own configuration, with the settings a resume may change taken from ``config``."""
+def _resume_config(changes: Mapping[str, Any], state: dict, ckpt_path: Path) -> TrainConfig:
+    """The run's own configuration with ``changes`` (the settings the user gave) applied.
+
+    Only the settings in ``_RESUME_OVERRIDES`` may change; any other given setting must have the
+    run's value. ``changes`` merge as flags merge into a recipe (a mapping changes key by key).
+    """
     saved = TrainConfig.from_dict(state["config"], f"checkpoint {ckpt_path}")
-    defaults = TrainConfig()
-    given = {k: getattr(config, k) for k in config.to_dict() if getattr(config, k) != getattr(defaults, k)}
-    conflicts = {k: v for k, v in given.items() if k not in _RESUME_OVERRIDES and v != getattr(saved, k)}
+    wanted = TrainConfig.from_dict(merge_settings(saved.to_dict(), changes), f"resuming {ckpt_path.parent}")
+    conflicts = [k for k in changes if k not in _RESUME_OVERRIDES and _setting(wanted, k) != _setting(saved, k)]
     if conflicts:
-        listed = ", ".join(f"{k}={v!r} (the run has {getattr(saved, k)!r})" for k, v in conflicts.items())
+        listed = ", ".join(f"{k}={getattr(wanted, k)!r} (the run has {getattr(saved, k)!r})" for k in conflicts)
         raise ValueError(
             f"cannot resume {ckpt_path.parent} with other settings: {listed}. Resuming continues the same run; "
             "start a new run to change them."
         )
     for key in _RESUME_OVERRIDES:
-        if key in given:
-            setattr(saved, key, given[key])
+        if key in changes:
+            setattr(saved, key, getattr(wanted, key))
     saved.out = str(ckpt_path.parent)
     return saved
 
 
-def train(config: TrainConfig, resume: str | Path | None = None, callbacks: Sequence[Any] = (), *,
-          overwrite: bool = False) -> TrainSummary:
+def _setting(config: TrainConfig, key: str) -> Any:
+    # Audio settings are compared as the front end they give: {"n_mels": 40} is the default's 40.
+    return config.features if key == "audio" else getattr(config, key)
+
+
+def train(config: Optional[TrainConfig] = None, resume: str | Path | None = None, callbacks: Sequence[Any] = (), *,
+          overwrite: bool = False, changes: Optional[Mapping[str, Any]] = None) -> TrainSummary:
     """Train as ``resnetkit train`` does: data, model, run directory, fit, report.
 
-    ``resume``: a run directory (or its last.pt) to continue exactly, or ``"auto"``: continue
-    the run in ``config.out``/``config.name`` when it has a checkpoint, else start it there
-    (what a restarted job, e.g. under ``torchrun --max-restarts``, wants). ``overwrite``:
-    replace a run that already holds the chosen directory.
+    ``resume``: a run directory (or its last.pt) to continue exactly with its own settings, or
+    ``"auto"``: continue the run in ``config.out``/``config.name`` when it has a checkpoint, else
+    start ``config`` there (what a restarted job, e.g. under ``torchrun --max-restarts``, wants).
+    ``changes``: the settings given for a resumed run, as TrainConfig fields (``{"epochs": 30}``;
+    the command line passes its flags); those of ``_RESUME_OVERRIDES`` are applied, any other
+    must equal the run's. A resumed run never reads a TrainConfig: which of its fields were
+    meant and which are defaults cannot be told. ``overwrite``: replace a run that already
+    holds the chosen directory.
     """
     t0 = time.perf_counter()
     state, folder = None, None
+    resuming_a_path = resume is not None and resume != "auto"
+    if resuming_a_path and config is not None:
+        raise TypeError("a resumed run keeps its own settings: pass what changes as changes={...} "
+                        "(e.g. train(resume=run, changes={'epochs': 30})), not a TrainConfig")
+    if config is None and not resuming_a_path:
+        raise TypeError("train() needs a TrainConfig (or resume=RUN_DIR to continue a run)")
+    changes = dict(changes or {})
     if resume == "auto":
         if not (config.out or config.name):
             raise ValueError("--auto-resume needs a fixed run directory: give --out or --name")
@@ -120,7 +126,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, callbacks: Sequ
             raise FileNotFoundError(f"cannot resume: {ckpt_path} does not exist (expected a run directory with "
                                     f"last.pt){hint}")
         state = read_checkpoint(ckpt_path)
-        config = _resume_config(config, state, ckpt_path)
+        config = _resume_config(changes, state, ckpt_path)
         folder = ckpt_path.parent
     device = resolve_device(config.device)
     dist = distributed.init_distributed(device.type)

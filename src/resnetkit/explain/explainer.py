@@ -3,14 +3,13 @@
 :func:`explain_inputs` prepares raw inputs exactly as ``predict`` does (the run's
 :class:`~resnetkit.data.interface.InputSpec`), runs :func:`~.gradcam.grad_cam` on the run's
 PyTorch model and returns one :class:`ExplainedInput` per input; ``save``/``png`` draw it
-(:func:`resnetkit.report.plots.plot_explanation`). Images are drawn as the model sees them
-(resized, cropped); audio as its log-mel spectrogram in dB, time in seconds and frequency in
-Hz (the features before the run's normalization, so the colours mean decibels).
+(:func:`resnetkit.report.plots.plot_explanation`) over what the input spec shows of each input
+(:meth:`~resnetkit.data.interface.InputSpec.display`: images as the model sees them, audio as
+its spectrogram in dB).
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -122,7 +121,7 @@ def explain_inputs(run: Any, items: Sequence[Any], target: Any = None, method: s
         readable = [item for item, error in zip(chunk, prepared.errors) if not error]
         if prepared.batch is not None:
             found = grad_cam(run.model, prepared.batch, target=target_index, layer=layer, method=method)
-            backgrounds, style, axes = _backgrounds(spec, readable, prepared.batch)
+            display = spec.display(readable, prepared.batch)
         row = 0
         for name, error in zip(prepared.names, prepared.errors):
             if error:
@@ -134,52 +133,7 @@ def explain_inputs(run: Any, items: Sequence[Any], target: Any = None, method: s
                 source=name, target=classes[explained],
                 target_probability=float(found.probabilities[row, explained]),
                 top_k=[{"class": classes[i], "index": int(i), "probability": float(p)} for p, i in zip(probs, idx)],
-                cam=found.maps[row].cpu().numpy(), background=backgrounds[row], style=style,
-                method=method, layer=found.layer, axes=axes))
+                cam=found.maps[row].cpu().numpy(), background=display.pictures[row], style=display.style,
+                method=method, layer=found.layer, axes=display.axes))
             row += 1
     return results
-
-
-def _backgrounds(spec: Any, items: Sequence[Any], batch: torch.Tensor) -> tuple[list[np.ndarray], str, dict]:
-    """What each map is drawn over: the image as the model sees it, or the log-mel spectrogram in dB."""
-    mean, std = getattr(spec, "mean", None), getattr(spec, "std", None)
-    if spec.kind == "image" and mean is not None:
-        m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        images = (batch.detach().float().cpu() * s + m).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-        return list(images), "image", {}
-    if spec.kind == "audio":
-        return _spectrograms(spec, items)
-    # Another kind of input: draw the model input's first channel as it is.
-    return [b[0].detach().float().cpu().numpy() for b in batch], "spectrogram", {"ylabel": "feature"}
-
-
-def _spectrograms(spec: Any, items: Sequence[Any]) -> tuple[list[np.ndarray], str, dict]:
-    from ..data.audio_features import hz_to_mel, mel_to_hz
-    from ..data.audio_io import fix_length, load_audio
-
-    features = spec.features
-    waves = []
-    for item in items:
-        if isinstance(item, torch.Tensor):
-            wave = item.detach().float().cpu()
-        else:
-            if isinstance(item, io.IOBase) and item.seekable():
-                item.seek(0)  # prepare() read it once already
-            wave = load_audio(item, features.sample_rate)
-        waves.append(fix_length(wave, features.num_samples, "center"))
-    with torch.no_grad():
-        db = features.build_features()(torch.stack(waves))[:, 0]
-    axes: dict[str, Any] = {"duration_s": features.num_samples / features.sample_rate}
-    if features.kind == "logmel":
-        axes["ylabel"] = "frequency (Hz)"
-        edges = torch.linspace(float(hz_to_mel(torch.tensor(features.fmin))),
-                               float(hz_to_mel(torch.tensor(features.fmax))), features.n_mels + 2)
-        centres = mel_to_hz(edges)[1:-1].numpy()
-        ticks = [hz for hz in (50, 100, 250, 500, 1000, 2000, 4000, 8000, 16000) if centres[0] <= hz <= centres[-1]]
-        # Band i covers [i, i + 1) on the drawn axis; place each frequency at its interpolated band centre.
-        axes["yticks"] = [(float(np.interp(hz, centres, np.arange(len(centres)))) + 0.5,
-                           f"{hz // 1000}k" if hz >= 1000 else str(hz)) for hz in ticks]
-    else:
-        axes["ylabel"] = "MFCC coefficient"
-    return [d.numpy() for d in db], "spectrogram", axes

@@ -13,7 +13,7 @@ import json
 import logging
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -36,6 +36,11 @@ class WaveformInput(AudioInputSpec):
     batch is ``(N, samples)`` float32 waves, which is what an ``input: waveform`` graph takes.
     """
 
+    @classmethod
+    def of(cls, spec: AudioInputSpec) -> "WaveformInput":
+        """The same settings, every field of ``spec`` (features, normalizer, keywords, ...) carried over."""
+        return cls(**_settings(spec))
+
     def build_frontend(self) -> nn.Module:
         return _Waves()
 
@@ -44,7 +49,11 @@ class WaveformInput(AudioInputSpec):
         return (self.num_samples,)
 
     def to_dict(self) -> dict[str, Any]:
-        return AudioInputSpec(self.features, self.normalizer).to_dict()
+        return AudioInputSpec(**_settings(self)).to_dict()
+
+
+def _settings(spec: AudioInputSpec) -> dict[str, Any]:
+    return {f.name: getattr(spec, f.name) for f in fields(spec) if f.init}
 
 
 class _Waves(nn.Module):
@@ -135,7 +144,7 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Expor
     if meta.input == "waveform":
         if not isinstance(spec, AudioInputSpec):
             raise ValueError(f"{path}: a waveform graph needs an audio input spec, got kind {spec.kind!r}")
-        spec = WaveformInput(spec.features, spec.normalizer)
+        spec = WaveformInput.of(spec)
     if fmt == "onnx":
         _check_onnx_graph(module, meta, path)
     return ExportedModel(module.eval(), list(meta.classes), spec, meta.model_name, path, fmt, meta, device)

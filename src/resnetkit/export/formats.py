@@ -23,6 +23,7 @@ from torch import nn
 
 from ..data import AudioInputSpec, InputSpec
 from ..runtime.files import atomic_write
+from ..version import __version__
 from .metadata import EXTENSIONS, EXTRA_FILE, FORMATS, ExportMetadata, to_onnx_props
 
 log = logging.getLogger(__name__)
@@ -135,11 +136,9 @@ def _num_outputs(model: nn.Module, spec: InputSpec) -> int:
 
 
 def _metadata(graph: ExportGraph, spec: InputSpec, classes: Sequence[str], name: str, source: str) -> ExportMetadata:
-    import resnetkit
-
     return ExportMetadata(model_name=name, classes=list(classes), input_spec=spec.to_dict(), input=graph.input,
                           input_shape=list(graph.example.shape[1:]), source=source, notes=list(graph.notes),
-                          versions={"resnetkit": resnetkit.__version__, "torch": torch.__version__.split("+")[0]})
+                          versions={"resnetkit": __version__, "torch": torch.__version__.split("+")[0]})
 
 
 def batch_dim() -> Any:

@@ -21,6 +21,7 @@ class ModelEntry:
     model_class: type
     description: str
     fixed: tuple[str, ...] = ()
+    builder_checks_fixed: bool = False  # the builder takes a fixed option and checks its value itself
 
     @property
     def options(self) -> list[str]:
@@ -32,14 +33,17 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    family: str, model_class: type, fixed: Sequence[str] = ()
+    family: str, model_class: type, fixed: Sequence[str] = (), *, builder_checks_fixed: bool = False
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder under its function name; the docstring's first line describes it.
 
     ``model_class`` is the class the builder returns: its keyword-only constructor arguments
     are the options a user may pass, except those in ``fixed``, which the builder sets
     itself because they are what the name means (``se`` for seresnet50, ``batch_norm`` for
-    vgg16_bn). Error messages and ``ModelEntry.options`` list what remains.
+    vgg16_bn). Error messages and ``ModelEntry.options`` list what remains. A fixed option
+    given to ``create_model`` is refused before the builder runs, unless
+    ``builder_checks_fixed``: then the builder receives it, accepts the value its name implies
+    and names the builder of any other (``vgg16_bn(batch_norm=False)``: use vgg16).
     """
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -50,7 +54,8 @@ def register_model(
         if unknown:
             raise RuntimeError(f"{name}: fixed {unknown} are not keyword-only arguments of {model_class.__name__}")
         doc = (fn.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = ModelEntry(name, family, fn, model_class, doc[0] if doc else "", tuple(fixed))
+        _REGISTRY[name] = ModelEntry(name, family, fn, model_class, doc[0] if doc else "", tuple(fixed),
+                                     builder_checks_fixed)
         return fn
 
     return wrap
@@ -100,20 +105,12 @@ def create_model(
         **kwargs: the builder's keyword arguments (num_classes, in_chans, activation, norm, ...).
     """
     entry = get_model_entry(name)
-    options = entry.options
     for key in kwargs:
-        if key not in options and key not in entry.fixed:
+        if key in entry.fixed and not entry.builder_checks_fixed:  # the builder sets it itself
+            raise TypeError(_option_error(entry, key, f"fixes {key} (it is part of what the name means)"))
+        if key not in entry.options and key not in entry.fixed:
             raise TypeError(_option_error(entry, key, f"does not take {key!r}"))
-    try:
-        # A fixed option reaches the builder, which accepts the value the name implies and
-        # refuses any other (vgg16_bn(batch_norm=True) is fine, batch_norm=False is vgg16).
-        model = entry.builder(**kwargs)
-    except TypeError as err:
-        duplicate = re.search(r"got multiple values for keyword argument '(\w+)'", str(err))
-        if duplicate:
-            key = duplicate.group(1)
-            raise TypeError(_option_error(entry, key, f"fixes {key} (it is part of what the name means)")) from None
-        raise
+    model = entry.builder(**kwargs)
     model.model_name = name
     if checkpoint_path is not None:
         from .weights import load_checkpoint

@@ -398,19 +398,19 @@ def _resnet_v1(layers: Sequence[int], name: str, kwargs: dict) -> ResNet:
     return ResNet(Bottleneck, layers, **kwargs)
 
 
-@register_model("resnet", ResNet, fixed=("stride_in_1x1",))
+@register_model("resnet", ResNet, fixed=("stride_in_1x1",), builder_checks_fixed=True)
 def resnet50_v1(**kwargs) -> ResNet:
     """ResNet-50 v1 (He et al. 2015 as published): stride in the first 1x1 conv; torchvision's weights load."""
     return _resnet_v1([3, 4, 6, 3], "resnet50_v1", kwargs)
 
 
-@register_model("resnet", ResNet, fixed=("stride_in_1x1",))
+@register_model("resnet", ResNet, fixed=("stride_in_1x1",), builder_checks_fixed=True)
 def resnet101_v1(**kwargs) -> ResNet:
     """ResNet-101 v1 (He et al. 2015): stride in the first 1x1 conv, Bottleneck [3, 4, 23, 3]."""
     return _resnet_v1([3, 4, 23, 3], "resnet101_v1", kwargs)
 
 
-@register_model("resnet", ResNet, fixed=("stride_in_1x1",))
+@register_model("resnet", ResNet, fixed=("stride_in_1x1",), builder_checks_fixed=True)
 def resnet152_v1(**kwargs) -> ResNet:
     """ResNet-152 v1 (He et al. 2015): stride in the first 1x1 conv, Bottleneck [3, 8, 36, 3]."""
     return _resnet_v1([3, 8, 36, 3], "resnet152_v1", kwargs)

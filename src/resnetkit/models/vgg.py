@@ -241,49 +241,49 @@ def _vgg(cls: type[_VGGBase], depth: int, batch_norm: bool, name: str, kwargs: d
 # -- registered builders: ImageNet --------------------------------------------------------
 
 
-@register_model("vgg", VGG, fixed=("batch_norm",))
+@register_model("vgg", VGG, fixed=("batch_norm",), builder_checks_fixed=True)
 def vgg11(**kwargs) -> VGG:
     """VGG-11 (Simonyan & Zisserman 2014, config A), torchvision layout, 132.9M parameters."""
     return _vgg(VGG, 11, False, "vgg11", kwargs)
 
 
-@register_model("vgg", VGG, fixed=("batch_norm",))
+@register_model("vgg", VGG, fixed=("batch_norm",), builder_checks_fixed=True)
 def vgg11_bn(**kwargs) -> VGG:
     """VGG-11 with BatchNorm, torchvision layout, 132.9M parameters."""
     return _vgg(VGG, 11, True, "vgg11_bn", kwargs)
 
 
-@register_model("vgg", VGG, fixed=("batch_norm",))
+@register_model("vgg", VGG, fixed=("batch_norm",), builder_checks_fixed=True)
 def vgg13(**kwargs) -> VGG:
     """VGG-13 (config B), torchvision layout, 133.0M parameters."""
     return _vgg(VGG, 13, False, "vgg13", kwargs)
 
 
-@register_model("vgg", VGG, fixed=("batch_norm",))
+@register_model("vgg", VGG, fixed=("batch_norm",), builder_checks_fixed=True)
 def vgg13_bn(**kwargs) -> VGG:
     """VGG-13 with BatchNorm, torchvision layout, 133.1M parameters."""
     return _vgg(VGG, 13, True, "vgg13_bn", kwargs)
 
 
-@register_model("vgg", VGG, fixed=("batch_norm",))
+@register_model("vgg", VGG, fixed=("batch_norm",), builder_checks_fixed=True)
 def vgg16(**kwargs) -> VGG:
     """VGG-16 (config D), torchvision layout, 138.4M parameters."""
     return _vgg(VGG, 16, False, "vgg16", kwargs)
 
 
-@register_model("vgg", VGG, fixed=("batch_norm",))
+@register_model("vgg", VGG, fixed=("batch_norm",), builder_checks_fixed=True)
 def vgg16_bn(**kwargs) -> VGG:
     """VGG-16 with BatchNorm, torchvision layout, 138.4M parameters."""
     return _vgg(VGG, 16, True, "vgg16_bn", kwargs)
 
 
-@register_model("vgg", VGG, fixed=("batch_norm",))
+@register_model("vgg", VGG, fixed=("batch_norm",), builder_checks_fixed=True)
 def vgg19(**kwargs) -> VGG:
     """VGG-19 (config E), torchvision layout, 143.7M parameters."""
     return _vgg(VGG, 19, False, "vgg19", kwargs)
 
 
-@register_model("vgg", VGG, fixed=("batch_norm",))
+@register_model("vgg", VGG, fixed=("batch_norm",), builder_checks_fixed=True)
 def vgg19_bn(**kwargs) -> VGG:
     """VGG-19 with BatchNorm, torchvision layout, 143.7M parameters."""
     return _vgg(VGG, 19, True, "vgg19_bn", kwargs)
@@ -292,49 +292,49 @@ def vgg19_bn(**kwargs) -> VGG:
 # -- registered builders: CIFAR -----------------------------------------------------------
 
 
-@register_model("vgg-cifar", CifarVGG, fixed=("batch_norm",))
+@register_model("vgg-cifar", CifarVGG, fixed=("batch_norm",), builder_checks_fixed=True)
 def vgg11_cifar(**kwargs) -> CifarVGG:
     """VGG-11 for 32x32 input: conv stack, global pool, Linear(512, num_classes), 9.2M parameters (10 classes)."""
     return _vgg(CifarVGG, 11, False, "vgg11_cifar", kwargs)
 
 
-@register_model("vgg-cifar", CifarVGG, fixed=("batch_norm",))
+@register_model("vgg-cifar", CifarVGG, fixed=("batch_norm",), builder_checks_fixed=True)
 def vgg11_bn_cifar(**kwargs) -> CifarVGG:
     """VGG-11 with BatchNorm for 32x32 input, 9.2M parameters (10 classes)."""
     return _vgg(CifarVGG, 11, True, "vgg11_bn_cifar", kwargs)
 
 
-@register_model("vgg-cifar", CifarVGG, fixed=("batch_norm",))
+@register_model("vgg-cifar", CifarVGG, fixed=("batch_norm",), builder_checks_fixed=True)
 def vgg13_cifar(**kwargs) -> CifarVGG:
     """VGG-13 for 32x32 input, 9.4M parameters (10 classes)."""
     return _vgg(CifarVGG, 13, False, "vgg13_cifar", kwargs)
 
 
-@register_model("vgg-cifar", CifarVGG, fixed=("batch_norm",))
+@register_model("vgg-cifar", CifarVGG, fixed=("batch_norm",), builder_checks_fixed=True)
 def vgg13_bn_cifar(**kwargs) -> CifarVGG:
     """VGG-13 with BatchNorm for 32x32 input, 9.4M parameters (10 classes)."""
     return _vgg(CifarVGG, 13, True, "vgg13_bn_cifar", kwargs)
 
 
-@register_model("vgg-cifar", CifarVGG, fixed=("batch_norm",))
+@register_model("vgg-cifar", CifarVGG, fixed=("batch_norm",), builder_checks_fixed=True)
 def vgg16_cifar(**kwargs) -> CifarVGG:
     """VGG-16 for 32x32 input, 14.7M parameters (10 classes)."""
     return _vgg(CifarVGG, 16, False, "vgg16_cifar", kwargs)
 
 
-@register_model("vgg-cifar", CifarVGG, fixed=("batch_norm",))
+@register_model("vgg-cifar", CifarVGG, fixed=("batch_norm",), builder_checks_fixed=True)
 def vgg16_bn_cifar(**kwargs) -> CifarVGG:
     """VGG-16 with BatchNorm for 32x32 input, 14.7M parameters (10 classes)."""
     return _vgg(CifarVGG, 16, True, "vgg16_bn_cifar", kwargs)
 
 
-@register_model("vgg-cifar", CifarVGG, fixed=("batch_norm",))
+@register_model("vgg-cifar", CifarVGG, fixed=("batch_norm",), builder_checks_fixed=True)
 def vgg19_cifar(**kwargs) -> CifarVGG:
     """VGG-19 for 32x32 input, 20.0M parameters (10 classes)."""
     return _vgg(CifarVGG, 19, False, "vgg19_cifar", kwargs)
 
 
-@register_model("vgg-cifar", CifarVGG, fixed=("batch_norm",))
+@register_model("vgg-cifar", CifarVGG, fixed=("batch_norm",), builder_checks_fixed=True)
 def vgg19_bn_cifar(**kwargs) -> CifarVGG:
     """VGG-19 with BatchNorm for 32x32 input, 20.0M parameters (10 classes)."""
     return _vgg(CifarVGG, 19, True, "vgg19_bn_cifar", kwargs)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,10 @@ def init_distributed(device_type: str) -> DistInfo:
         if device_type == "cuda":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend, store=_store_for_this_attempt(), rank=rank, world_size=world)
+    # torchrun sets OMP_NUM_THREADS=1 only with --nproc-per-node > 1; with one process per node each
+    # takes every core. Thread counts change float summation order, hence results: say them.
+    log.info("rank %d of %d (node-local rank %d): %d torch threads (OMP_NUM_THREADS=%s)", rank, world, local_rank,
+             torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS", "unset"))
     return DistInfo(rank, local_rank, world)
 
 
