@@ -314,8 +314,9 @@ def main() -> None:
         text = (proc.stderr + proc.stdout).strip()
         lines = [l for l in text.splitlines() if l.strip() and not l.startswith("epoch ")]
         # The error line when there is one (an info line such as the recipe chosen may come first).
-        message = next((l for l in lines if "error" in l.lower()),
-                       next((l for l in lines if ": " in l), lines[-1] if lines else ""))
+        message = next((l for l in lines if l.startswith("resnetkit ") and ": error:" in l),
+                       next((l for l in lines if "error" in l.lower()),
+                            next((l for l in lines if ": " in l), lines[-1] if lines else "")))
         traceback = "Traceback" in text or "Logging error" in text
         ran = marker.exists()
         marker.unlink(missing_ok=True)
