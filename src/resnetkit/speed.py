@@ -36,12 +36,15 @@ class Case:
     compile: bool = False
     library: str = "resnetkit"
     optimized: bool = False  # optimize_for_inference(precision=...): "auto" is resnetkit's default path
+    model_args: dict = field(default_factory=dict)  # resnetkit models: constructor and tweak options (whiten=2, ...)
 
     @property
     def label(self) -> str:
         if self.optimized:
             return f"{self.library} optimize_for_inference({self.precision})"
         parts = [self.library, self.precision, "channels-last" if self.channels_last else "NCHW"]
+        if self.model_args:
+            parts.append(",".join(f"{k}={v}" for k, v in sorted(self.model_args.items())))
         if self.compile:
             parts.append("compiled")
         return " ".join(parts)
@@ -113,10 +116,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def build_model(library: str, name: str, num_classes: int = 1000) -> nn.Module:
-    """The same architecture from resnetkit, torchvision or timm (random weights)."""
+def build_model(library: str, name: str, num_classes: int | None = None, model_args: dict | None = None) -> nn.Module:
+    """The same architecture from resnetkit, torchvision or timm (random weights); ``model_args`` for resnetkit's.
+
+    ``num_classes=None`` keeps each model's own head (1000 for the ImageNet nets, 10 for the CIFAR
+    ones), so the MACs a benchmark reports are those of the model a user trains.
+    """
     if library == "resnetkit":
-        return create_model(name, num_classes=num_classes)
+        classes = {} if num_classes is None else {"num_classes": num_classes}
+        return create_model(name, **classes, **(model_args or {}))
+    num_classes = 1000 if num_classes is None else num_classes
     if library == "torchvision":
         import torchvision
 
@@ -137,7 +146,7 @@ def prepare(case: Case, device: torch.device) -> Callable[[], None]:
     torch.manual_seed(0)
     # auto and int8 are precisions of optimize_for_inference only, which sets its own input dtype.
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": None, "int8": None}[case.precision]
-    model = build_model(case.library, case.model).to(device)
+    model = build_model(case.library, case.model, model_args=case.model_args).to(device)
     in_chans = getattr(model, "in_chans", 3)
     batch = 1 if case.mode == "latency" else case.batch_size
     x = torch.randn(batch, in_chans, case.input_size, case.input_size, device=device)
@@ -146,7 +155,7 @@ def prepare(case: Case, device: torch.device) -> Callable[[], None]:
     if case.mode == "train":
         model = model.train().to(memory_format=memory_format)
         x = x.contiguous(memory_format=memory_format)
-        y = torch.randint(0, 1000, (batch,), device=device)
+        y = torch.randint(0, getattr(model, "num_classes", 1000), (batch,), device=device)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         fwd = torch.compile(model) if case.compile else model
         def step() -> None:
@@ -206,14 +215,14 @@ def run_cases(cases: list[Case], repeats: int = 5, warmup: int = 3, device: str 
     return results
 
 
-_MACS_CACHE: dict[tuple[str, int], int] = {}
+_MACS_CACHE: dict[tuple, int] = {}
 
 
 def _macs(case: Case) -> int:
-    key = (case.model, case.input_size)
+    key = (case.model, case.input_size, tuple(sorted(case.model_args.items())))
     if key not in _MACS_CACHE:
         with torch.device("meta"):
-            model = build_model(case.library, case.model)
+            model = build_model(case.library, case.model, model_args=case.model_args)
         chans = getattr(model, "in_chans", 3)
         _MACS_CACHE[key] = count_macs(model, (chans, case.input_size, case.input_size))
     return _MACS_CACHE[key]

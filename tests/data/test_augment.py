@@ -78,11 +78,58 @@ def test_mixup_and_cutmix_give_soft_targets_that_training_takes(tmp_path):
     assert y.shape == (64, len(train_data.classes)) and y.dtype.is_floating_point
     assert torch.allclose(y.sum(1), torch.ones(64), atol=1e-5)
     assert int(((y > 0).sum(1) == 2).sum()) > 32
+    # Each row mixes the image's own class with its batch neighbour's (torchvision rolls the batch by
+    # one), with one share for the whole batch.
     labels = train_data.labels[source.indices(0)[:64]]
-    assert bool((y.argmax(1) == labels).float().mean() > 0.5)  # the larger share is usually the image's own class
+    own = torch.nn.functional.one_hot(labels, len(train_data.classes)).float()
+    partner = own.roll(1, 0)
+    differ = int((labels != labels.roll(1, 0)).nonzero()[0])
+    share = float(y[differ, labels[differ]])
+    assert torch.allclose(y, share * own + (1 - share) * partner, atol=1e-5)
 
     summary = train(TrainConfig(data="digits", epochs=4, quiet=True, out=str(tmp_path / "mix"),
                                 augment_args={"mixup": 0.2, "cutmix": 1.0}, label_smoothing=0.1, grad_clip=5.0))
     # Soft targets and label smoothing train a model that beats chance (10%) by far (82% measured).
     assert all(math.isfinite(r["train_loss"]) for r in summary.history)
     assert summary.best_val_acc > 0.5
+
+
+def test_reflect_padding_mirrors_the_border_without_repeating_the_edge():
+    images = torch.arange(2 * 1 * 4 * 5, dtype=torch.uint8).view(2, 1, 4, 5)
+    store = pad_store(images, 2, "reflect")  # (N, H+4, W+4, C)
+    expected = torch.nn.functional.pad(images.float(), (2, 2, 2, 2), mode="reflect").to(torch.uint8)
+    assert torch.equal(store.permute(0, 3, 1, 2), expected)
+    with pytest.raises(ValueError, match="reflect padding of 4 needs images larger than 4 pixels"):
+        pad_store(images, 4, "reflect")
+
+
+def test_alternating_flip_mirrors_each_image_on_every_other_epoch():
+    from resnetkit.data import BatchOptions
+    from resnetkit.data.augment import alternating_flips
+    from resnetkit.data.images import resolve_image_data
+
+    start = alternating_flips(1000, seed=3, epoch=0)
+    assert 400 < int(start.sum()) < 600  # a random half starts mirrored
+    assert torch.equal(alternating_flips(1000, 3, 1), ~start) and torch.equal(alternating_flips(1000, 3, 2), start)
+
+    data = resolve_image_data("digits", seed=0).train
+    config = augment_from("cifar", {"crop_padding": 0, "flip_mode": "alternate"})
+    source = data.batches(data.input_spec(), BatchOptions(train=True, batch_size=len(data), augment=config, seed=3))
+    raw = data.images.float()
+    views = {}
+    for epoch in (0, 1):
+        (x, _), order = next(iter(source.epoch(epoch))), source.indices(epoch)
+        plain = source.normalize(data.images[order])
+        views[epoch] = {int(i): bool(torch.equal(v, p.flip(-1)) and not torch.equal(v, p))
+                        for i, v, p in zip(order, x, plain)}
+    asymmetric = [i for i in range(len(data)) if not torch.equal(raw[i], raw[i].flip(-1))]
+    assert asymmetric and all(views[0][i] != views[1][i] for i in asymmetric)
+
+
+def test_flip_and_pad_modes_are_checked():
+    with pytest.raises(ValueError, match="flip_mode 'alternate' mirrors images on every other epoch, but"):
+        augment_from("none", {"flip_mode": "alternate"})
+    with pytest.raises(ValueError, match="unknown pad_mode 'wrap'"):
+        augment_from("cifar", {"pad_mode": "wrap"})
+    with pytest.raises(ValueError, match="unknown flip_mode 'sometimes'"):
+        augment_from("cifar", {"flip_mode": "sometimes"})

@@ -16,3 +16,61 @@ def test_time_budget_cuts_epochs(tmp_path, monkeypatch):
     summary = train(TrainConfig(data="digits", epochs=50, time_budget_min=0.025, quiet=True, out=str(tmp_path / "b")))
     assert len(summary.history) == 5
     assert summary.history[-1]["lr"] == pytest.approx(0.0, abs=1e-9)  # the cosine still anneals to the end
+
+
+def _speedrun_config(out, **changes):
+    """Every speedrun technique at once, on digits (11 steps per epoch of 128) resized to 16x16."""
+    from resnetkit.engine import TrainConfig
+
+    settings = dict(
+        data="digits", model="resnet9_s", epochs=3, batch_size=128, quiet=True, device="cpu", deterministic=True,
+        seed=4, out=str(out), img_size=16,  # 8x8 digits are too small for a 2x2 whitening patch and three pools
+        model_args={"whiten": 2, "dirac_init": True, "bn_frozen_scale": True, "bn_momentum": 0.4, "bn_eps": 1e-12,
+                    "activation": "gelu"},
+        lr_unit="example", lr=0.002, momentum=0.85, nesterov=True, weight_decay=5e-6, schedule="linear",
+        warmup_epochs=0.5, warmup_from=0.2, lr_floor=0.07, label_smoothing=0.2, norm_lr_mult=16, lookahead_every=3,
+        whiten_bias_epochs=1, augment="cifar",
+        augment_args={"crop_padding": 1, "pad_mode": "reflect", "flip_mode": "alternate"}, tta="multiview")
+    return TrainConfig(**{**settings, **changes})
+
+
+def test_every_speedrun_technique_resumes_exactly(tmp_path):
+    import torch
+
+    from resnetkit.engine import TrainingInterrupted
+    from resnetkit.testing.callbacks import StopAtStep
+
+    full = train(_speedrun_config(tmp_path / "full"))
+    with pytest.raises(TrainingInterrupted):
+        train(_speedrun_config(tmp_path / "cut"), callbacks=[StopAtStep(17)])  # mid epoch 2, between lookahead steps
+    resumed = train(resume=tmp_path / "cut")
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["lookahead"]["average"]:
+        assert torch.equal(a["lookahead"]["average"][key], b["lookahead"]["average"][key]), key
+    assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
+    assert full.best_val_acc > 0.3  # it learns (chance is 0.1)
+
+
+def test_the_whitening_bias_learns_for_its_epochs_only(tmp_path):
+    import torch
+
+    biases = []
+
+    class Record:
+        def on_epoch_end(self, trainer, row):
+            biases.append(trainer.whitening.conv.bias.detach().clone())
+
+    # Without Lookahead, which averages the bias with its earlier values as it does every weight.
+    train(_speedrun_config(tmp_path / "run", lookahead_every=0), callbacks=[Record()])
+    assert biases[0].abs().sum() > 0  # it learned in epoch 1 (from zero)
+    assert torch.equal(biases[0], biases[1]) and torch.equal(biases[1], biases[2])  # frozen after
+
+
+def test_whiten_bias_epochs_need_a_whitening_layer(tmp_path):
+    from resnetkit.engine import TrainConfig
+
+    with pytest.raises(ValueError, match="whiten_bias_epochs trains the bias of a whitening layer"):
+        train(TrainConfig(data="digits", epochs=1, whiten_bias_epochs=2, quiet=True, out=str(tmp_path / "r")))

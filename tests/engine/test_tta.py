@@ -33,7 +33,7 @@ def test_flip_is_refused_for_audio_and_unknown_modes():
     model = create_model("res8")
     with pytest.raises(ValueError, match="does not apply to audio input"):
         with_tta(model, "flip", "audio")
-    with pytest.raises(ValueError, match="tta must be one of none, flip; got 'rot90'"):
+    with pytest.raises(ValueError, match="tta must be one of none, flip, multiview; got 'rot90'"):
         with_tta(model, "rot90", "image")
     with pytest.raises(ValueError, match="tta must be one of none, flip"):
         TrainConfig(tta="rot90")
@@ -78,3 +78,31 @@ def test_train_with_flip_on_audio_stops_before_training(fsdd_subset, tmp_path, c
                  "--out", str(tmp_path / "run")]) == 2
     assert "does not apply to audio input" in capsys.readouterr().err
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_multiview_tta_averages_six_views():
+    from resnetkit.engine.tta import MultiViewAverage
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=4).eval()
+    tta = with_tta(model, "multiview", "image")
+    assert isinstance(tta, MultiViewAverage) and tta.description.endswith("multiview TTA (6 views)")
+    calls = []
+    model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape))
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        got = tta(x)
+        assert len(calls) == 6 and all(s == x.shape for s in calls)
+        # A constant image looks the same from every view: TTA changes nothing.
+        flat = torch.full((1, 3, 32, 32), 0.3)
+        torch.testing.assert_close(tta(flat), model(flat), atol=1e-5, rtol=0)
+        assert not torch.allclose(got, with_tta(model, "flip", "image")(x), atol=1e-4)
+    with pytest.raises(ValueError, match="multiview test-time augmentation mirrors images"):
+        with_tta(model, "multiview", "audio")
+
+
+def test_evaluate_takes_multiview(cifar_run, cifar_folder, capsys):
+    assert main(["evaluate", "--checkpoint", str(cifar_run), "--data", str(cifar_folder), "--tta", "multiview",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["inference"].endswith("multiview TTA (6 views)") and result["num_samples"] == 100

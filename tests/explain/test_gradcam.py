@@ -14,7 +14,7 @@ from resnetkit.explain import default_layer, explain, grad_cam
 FAMILIES = [  # (model, input size): one per family, small inputs
     ("resnet20", (3, 32, 32)), ("resnet18", (3, 64, 64)), ("preact_resnet20", (3, 32, 32)),
     ("plain20", (3, 32, 32)), ("vgg11_bn_cifar", (3, 32, 32)), ("googlenet_cifar", (3, 32, 32)),
-    ("res8", (1, 40, 101)), ("seresnet18", (3, 64, 64)),
+    ("res8", (1, 40, 101)), ("seresnet18", (3, 64, 64)), ("resnet9_s", (3, 32, 32)),
 ]
 
 

@@ -18,6 +18,7 @@ from resnetkit.data import ImageInputSpec
 from resnetkit.data.specs import image_spec_for_model
 from resnetkit.export import FORMATS, export_model, load_exported, measure_parity
 from resnetkit.export.formats import sniff_format
+from resnetkit.models.tweaks import whitening_of
 
 # One model per family, shrunk where the family allows (width_mult keeps each block's design).
 FAMILIES = {
@@ -33,6 +34,8 @@ FAMILIES = {
     "vgg": ("vgg11_bn_cifar", {}, 32),
     "inception": ("googlenet_cifar", {"width_mult": 0.25}, 32),
     "kws res8": ("res8", {}, None),
+    "resnet9": ("resnet9_s", {}, 32),
+    "resnet9 with whitening": ("resnet9_s", {"whiten": 2, "activation": "gelu", "bn_eps": 1e-12}, 32),
     "kws res15 (dilated)": ("res15_narrow", {}, None),
 }
 # Slow on 2 cores (bigger graphs through the ONNX exporter); they still run in CI.
@@ -41,6 +44,9 @@ SLOW = {"resnet v1 (bottleneck)", "resnext", "wide-resnet", "inception", "kws re
 
 def trained_like(model: torch.nn.Module) -> torch.nn.Module:
     g = torch.Generator().manual_seed(0)
+    whitening = whitening_of(model)
+    if whitening is not None:
+        whitening.fit(torch.randn(64, whitening.in_chans, 32, 32, generator=g))
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)

@@ -9,6 +9,8 @@ import itertools
 import json
 import sys
 
+from resnetkit.cli.arguments import key_value
+
 
 def _list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
@@ -34,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels-last", type=_onoff, default=[False, True], help="on, off or on,off")
     p.add_argument("--compile", type=_onoff, default=[False], help="on, off or on,off (compilation is not timed)")
     p.add_argument("--against", type=_list, default=[], help="torchvision,timm: the same model, same process, alternating")
+    p.add_argument("--model-arg", action="append", type=key_value, default=[], metavar="KEY=VALUE",
+                   help="a resnetkit model option (repeatable), e.g. --model-arg whiten=2 --model-arg activation=gelu")
     p.add_argument("--optimized", type=_list, default=["auto", "fp32"],
                    help="precisions of optimize_for_inference to time: auto (the default path), fp32, bf16, "
                         "int8 (PT2E, calibrated on random inputs: speed only); none to skip")
@@ -65,21 +69,26 @@ def build_cases(args: argparse.Namespace) -> list:
     for lib in args.against:
         if lib not in LIBRARIES[1:]:
             raise ValueError(f"--against takes torchvision and/or timm, got {lib!r}")
+    model_args = dict(args.model_arg)
+    if model_args and args.against:
+        raise ValueError("--model-arg changes resnetkit's model only, so --against would time other nets")
     cases = []
     for name in args.models:
         with torch.device("meta"):
-            default_size = create_model(name).data_config.input_size[-1]
+            default_size = create_model(name, **model_args).data_config.input_size[-1]
         for size, mode in itertools.product(args.input_sizes or [default_size], args.modes):
             batches = [1] if mode == "latency" else args.batch_sizes
             for batch in batches:
                 for prec, cl, comp in itertools.product(args.precisions, args.channels_last, args.compile):
                     for lib in ["resnetkit", *args.against]:
-                        cases.append(Case(name, mode, size, batch, prec, cl, comp, lib))
+                        cases.append(Case(name, mode, size, batch, prec, cl, comp, lib,
+                                          model_args=model_args if lib == "resnetkit" else {}))
                 if mode != "train":
                     # resnetkit's default inference path and its fp32-only form, for the ratio
                     # against the usual eager fp32 call.
                     for prec in (p for p in args.optimized if p != "none"):
-                        cases.append(Case(name, mode, size, batch, precision=prec, library="resnetkit", optimized=True))
+                        cases.append(Case(name, mode, size, batch, precision=prec, library="resnetkit", optimized=True,
+                                          model_args=model_args))
     return cases
 
 

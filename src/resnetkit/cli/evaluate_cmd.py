@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_precision_arguments(p)
     p.add_argument("--on-corrupt", choices=["skip", "stop"], default="skip")
     p.add_argument("--tta", choices=TTA_MODES, default="none",
-                   help="test-time augmentation: flip averages each image with its mirror (images only)")
+                   help="test-time augmentation: flip averages each image with its mirror, multiview also with "
+                   "its 1-pixel translations (6 views; images only)")
     p.add_argument("--json", action="store_true", help="print every metric as one JSON object")
 
 

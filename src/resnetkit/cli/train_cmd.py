@@ -8,12 +8,14 @@ import logging
 import sys
 from dataclasses import fields
 
-import yaml
 
 from resnetkit.data.audio_features import FEATURE_KINDS
+from resnetkit.cli.arguments import key_value
+from resnetkit.data.augment import FLIP_MODES, PAD_MODES
 from resnetkit.engine.config import (
     AMP_MODES,
     AUDIO_LAYOUTS,
+    LR_UNITS,
     MILESTONE_UNITS,
     ON_CORRUPT,
     OPTIMIZERS,
@@ -49,7 +51,9 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--width-mult", type=float, help="scale every stage's width")
     m.add_argument("--drop-rate", type=float, help="dropout before the classifier")
     m.add_argument("--drop-path-rate", type=float, help="stochastic depth")
-    m.add_argument("--model-arg", action="append", type=_key_value, metavar="KEY=VALUE",
+    m.add_argument("--whiten", type=int, metavar="K",
+                   help="a frozen first layer whitening KxK patches, fitted on training images (airbench: 2)")
+    m.add_argument("--model-arg", action="append", type=key_value, metavar="KEY=VALUE",
                    help="any constructor argument (repeatable), e.g. --model-arg zero_init_last=true")
     f = p.add_argument_group("fine-tuning")
     f.add_argument("--init", metavar="FILE_OR_RUN",
@@ -67,16 +71,25 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int)
     g.add_argument("--optimizer", choices=OPTIMIZERS)
     g.add_argument("--lr", type=float)
+    g.add_argument("--lr-unit", choices=LR_UNITS,
+                   help="example: --lr and --weight-decay per example, free of the momentum (SGD; airbench)")
     g.add_argument("--momentum", type=float)
     g.add_argument("--nesterov", action="store_true", default=None)
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--schedule", choices=SCHEDULES)
     g.add_argument("--warmup-epochs", type=float)
+    g.add_argument("--warmup-from", type=float, help="the warm-up's first factor of --lr (default: lr/steps)")
+    g.add_argument("--lr-floor", type=float, help="schedule linear: the factor of --lr at the last step")
     g.add_argument("--milestones", type=_floats, help="step schedule: comma-separated epochs (or steps, see --milestone-unit)")
     g.add_argument("--milestone-unit", choices=MILESTONE_UNITS)
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--ema-decay", type=float, help="keep an exponential moving average of the weights (e.g. 0.999)")
     g.add_argument("--grad-clip", type=float, help="clip the global gradient norm")
+    g.add_argument("--lookahead-every", type=int, metavar="K",
+                   help="every K steps, average the weights and copy the average back (airbench: 5)")
+    g.add_argument("--lookahead-decay", type=float, help="Lookahead's decay per step at the end of the run")
+    g.add_argument("--norm-lr-mult", type=float, help="learning rate of normalization layers, relative to --lr")
+    g.add_argument("--whiten-bias-epochs", type=int, help="epochs the whitening layer's bias learns")
     d = p.add_argument_group("data")
     d.add_argument("--val-split", type=float, help="fraction held out for validation when the data has no val/ folder")
     d.add_argument("--img-size", type=int)
@@ -87,9 +100,13 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--cutmix", type=float, help="cutmix alpha")
     d.add_argument("--auto-augment", choices=["randaugment", "trivialaugment"])
     d.add_argument("--random-erasing", type=float)
+    d.add_argument("--flip-mode", choices=FLIP_MODES,
+                   help="alternate: every image mirrored on every other epoch instead of at random (airbench)")
+    d.add_argument("--pad-mode", choices=PAD_MODES, help="padding of the random crop (reflect: no black border)")
     d.add_argument("--on-corrupt", choices=ON_CORRUPT, help="skip unreadable files (named in the log) or stop")
     d.add_argument("--tta", choices=TTA_MODES,
-                   help="test-time augmentation of the final metrics: flip averages each image with its mirror")
+                   help="test-time augmentation of the final metrics: flip averages each image with its mirror, "
+                   "multiview also with its 1-pixel translations (6 views)")
     a = p.add_argument_group("audio")
     a.add_argument("--sample-rate", type=int, help="resample every clip to this rate (Hz)")
     a.add_argument("--clip-seconds", type=float, help="crop or pad every clip to this duration")
@@ -119,22 +136,12 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _key_value(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key.strip(), yaml.safe_load(value)  # numbers, booleans and lists as in a recipe
-    except yaml.YAMLError:
-        raise argparse.ArgumentTypeError(f"cannot read the value of {text!r}") from None
-
-
 # Flags that set a field of a mapping of TrainConfig rather than a field of their own.
 _MAPPED = {
     "augment_args": {"mixup": "mixup", "cutmix": "cutmix", "auto_augment": "auto_augment",
-                     "random_erasing": "random_erasing"},
+                     "random_erasing": "random_erasing", "flip_mode": "flip_mode", "pad_mode": "pad_mode"},
     "model_args": {"activation": "activation", "norm": "norm", "width_mult": "width_mult", "drop_rate": "drop_rate",
-                   "drop_path_rate": "drop_path_rate"},
+                   "drop_path_rate": "drop_path_rate", "whiten": "whiten"},
     "audio": {"sample_rate": "sample_rate", "clip_seconds": "duration_s", "features": "kind", "n_mels": "n_mels"},
 }
 _CONFIG_FIELDS = {f.name for f in fields(TrainConfig)}

@@ -10,21 +10,27 @@ sample in DataLoader workers.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Sequence
 
 import torch
 from torchvision.transforms import v2
 
 AUTO_AUGMENT = ("randaugment", "trivialaugment")
+FLIP_MODES = ("random", "alternate")
+PAD_MODES = ("zero", "reflect")
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """What to do to each training image. Zero / False / None turn a transform off."""
 
-    crop_padding: int = 0  # random crop of the original size after zero padding (CIFAR: 4)
+    crop_padding: int = 0  # random crop of the original size after padding (CIFAR: 4; airbench: 2)
+    pad_mode: str = "zero"  # zero (He et al.) or reflect (airbench: the crop never shows a black border)
     hflip: bool = False  # wrong for digits and text, right for natural images
+    # random: a coin per image and epoch; alternate: each image mirrored on every other epoch (a random
+    # half starts mirrored), so two epochs see both views of every image (airbench).
+    flip_mode: str = "random"
     scale: tuple[float, float] | None = None  # RandomResizedCrop area range (ImageNet: 0.08-1)
     rotation: float = 0.0  # max degrees either way
     color_jitter: float = 0.0  # brightness, contrast and saturation strength
@@ -34,6 +40,13 @@ class AugmentConfig:
     cutmix: float = 0.0  # Beta(alpha, alpha); 0 is off
 
     def __post_init__(self) -> None:
+        if self.flip_mode not in FLIP_MODES:
+            raise ValueError(f"unknown flip_mode {self.flip_mode!r}; allowed: {', '.join(FLIP_MODES)}")
+        if self.pad_mode not in PAD_MODES:
+            raise ValueError(f"unknown pad_mode {self.pad_mode!r}; allowed: {', '.join(PAD_MODES)}")
+        if self.flip_mode == "alternate" and not self.hflip:
+            raise ValueError("flip_mode 'alternate' mirrors images on every other epoch, but this augmentation "
+                             "does not flip (hflip is off, e.g. augment none or digits): turn hflip on or drop flip_mode")
         if self.auto_augment is not None and self.auto_augment not in AUTO_AUGMENT:
             raise ValueError(f"unknown auto_augment {self.auto_augment!r}; allowed: {', '.join(AUTO_AUGMENT)}")
         if self.crop_padding < 0 or self.rotation < 0 or self.color_jitter < 0:
@@ -154,11 +167,33 @@ class BatchAugment:
         return images
 
 
-def pad_store(images: torch.Tensor, padding: int) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> zero-padded (N, H+2p, W+2p, C), the layout :func:`gather_crop_flip` reads."""
-    if padding:
+def pad_store(images: torch.Tensor, padding: int, mode: str = "zero") -> torch.Tensor:
+    """uint8 (N, C, H, W) -> padded (N, H+2p, W+2p, C), the layout :func:`gather_crop_flip` reads.
+
+    ``mode`` zero or reflect (the border mirrored without repeating the edge pixel, as
+    ``torch.nn.functional.pad(mode="reflect")``; done by indexing, which works on uint8).
+    """
+    if padding and mode == "reflect":
+        h, w = images.shape[-2:]
+        if padding >= min(h, w):
+            raise ValueError(f"reflect padding of {padding} needs images larger than {padding} pixels, got {h}x{w}")
+        rows = _reflected(h, padding, images.device)
+        cols = _reflected(w, padding, images.device)
+        images = images.index_select(-2, rows).index_select(-1, cols)
+    elif padding:
         images = torch.nn.functional.pad(images, (padding,) * 4)
     return images.permute(0, 2, 3, 1).contiguous()
+
+
+def _reflected(size: int, padding: int, device: torch.device) -> torch.Tensor:
+    positions = torch.arange(-padding, size + padding, device=device)
+    return torch.where(positions < 0, -positions, torch.where(positions >= size, 2 * (size - 1) - positions, positions))
+
+
+def alternating_flips(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
+    """Which images are mirrored in ``epoch`` under flip_mode alternate: a fixed random half, inverted every other epoch."""
+    start = torch.rand(num_samples, generator=torch.Generator().manual_seed(seed * 7_919 + 13)) < 0.5
+    return start ^ bool(epoch % 2)
 
 
 def gather_crop_flip(
@@ -168,12 +203,14 @@ def gather_crop_flip(
     padding: int,
     flip: bool,
     generator: torch.Generator,
+    mirrored: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Select, randomly crop and flip samples of ``store`` in a single gather.
 
     ``store`` is (N, H+2p, W+2p, C) uint8 from :func:`pad_store`. Each sample gets its own
-    offset in [0, 2p] and a coin flip, drawn from ``generator``. The result is a (n, C, h, w)
-    view with channels-last strides, the layout the convolutions want, so no copy follows.
+    offset in [0, 2p] and a coin flip, drawn from ``generator`` (or, with ``mirrored``, the
+    given flips of these samples). The result is a (n, C, h, w) view with channels-last
+    strides, the layout the convolutions want, so no copy follows.
     """
     n, (h, w) = indices.shape[0], size
     _, hp, wp, c = store.shape
@@ -182,8 +219,9 @@ def gather_crop_flip(
     dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(device)
     cols = torch.arange(w, device=device).expand(n, w)
     if flip:
-        mirrored = torch.rand(n, generator=generator).to(device) < 0.5
-        cols = torch.where(mirrored[:, None], w - 1 - cols, cols)
+        if mirrored is None:
+            mirrored = torch.rand(n, generator=generator) < 0.5
+        cols = torch.where(mirrored.to(device)[:, None], w - 1 - cols, cols)
     rows = torch.arange(h, device=device)[None, :] + dy[:, None]
     pixel = (indices[:, None, None] * hp + rows[:, :, None]) * wp + (cols + dx[:, None])[:, None, :]
     out = store.view(-1, c).index_select(0, pixel.reshape(-1))

@@ -6,7 +6,16 @@ from typing import Iterator
 
 import torch
 
-from .augment import BatchAugment, eval_transform, gather_crop_flip, mix_transform, pad_store, sample_transform, AugmentConfig
+from .augment import (
+    AugmentConfig,
+    BatchAugment,
+    alternating_flips,
+    eval_transform,
+    gather_crop_flip,
+    mix_transform,
+    pad_store,
+    sample_transform,
+)
 from .batching import BatchSource
 from .image_io import ImageDataError, UnreadableFile, collate_readable
 from .interface import BatchOptions
@@ -28,7 +37,7 @@ class InMemoryBatches(BatchSource):
         self.augment_config = augment
         self.padding = augment.crop_padding if augment else 0
         # Stored padded and channels-last once, so a batch is one gather (see gather_crop_flip).
-        self.store = pad_store(images, self.padding).to(self.device)
+        self.store = pad_store(images, self.padding, augment.pad_mode if augment else "zero").to(self.device)
         self.labels = data.labels.to(self.device)
         self.normalize = spec.normalizer(options.channels_last)
         self.augment = BatchAugment(augment) if augment else None
@@ -40,8 +49,11 @@ class InMemoryBatches(BatchSource):
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         flip = bool(self.augment_config and self.augment_config.hflip)
+        alternate = flip and self.augment_config.flip_mode == "alternate"
+        flips = alternating_flips(self.num_samples, self.seed, epoch) if alternate else None
         for sel in self.step_indices(epoch, start_step):
-            x = gather_crop_flip(self.store, sel, self.size, self.padding, flip, self.generator)
+            mirrored = flips[sel.cpu()] if flips is not None else None
+            x = gather_crop_flip(self.store, sel, self.size, self.padding, flip, self.generator, mirrored)
             y = self.labels[sel]
             if self.augment is not None and self.augment.active:
                 x = self.augment(x)
@@ -58,6 +70,10 @@ class LoaderBatches(BatchSource):
         super().__init__(data.classes, options)
         size = tuple(spec.image_size)
         augment = options.augment if options.train else None
+        if augment is not None and (augment.flip_mode != "random" or augment.pad_mode != "zero"):
+            raise ValueError(f"{data.source}: flip_mode {augment.flip_mode!r} and pad_mode {augment.pad_mode!r} are "
+                             "batched on the device for images held in memory (up to 96 px); these images are decoded "
+                             "per file: use flip_mode random and pad_mode zero")
         transform = sample_transform(augment or AugmentConfig(), size) if options.train else eval_transform(size, spec.crop_pct)
         self.dataset = data.with_transform(transform)
         self.workers = options.workers

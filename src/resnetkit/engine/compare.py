@@ -64,7 +64,9 @@ def summarize_run(run_dir: Path, measure_latency: bool = True) -> dict:
     loaded = load_run(run_dir, device="cpu") if measure_latency else None
     name = info["model"]
     input_size = input_spec_from_dict(info["input"]).input_size
-    args = {"num_classes": len(metrics["per_class"]), "in_chans": input_size[0]}
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    # The run's own options (width, whitening, ...) decide its size, not the family's defaults.
+    args = {**dict(config.get("model_args") or {}), "num_classes": len(metrics["per_class"]), "in_chans": input_size[0]}
     stats = model_stats(name, input_size, **args)
     ips = [float(r["images_per_sec"]) for r in rows[1:]] or [float(rows[0]["images_per_sec"])]
     last = rows[-1]

@@ -23,11 +23,12 @@ from ..runtime.device import PRECISIONS
 from .tta import TTA_MODES
 
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("step", "cosine", "onecycle", "constant")
+SCHEDULES = ("step", "cosine", "onecycle", "constant", "linear")
+LR_UNITS = ("batch", "example")
 AMP_MODES = tuple(p for p in PRECISIONS if p != "fp32")  # auto, bf16, fp16, off
 MILESTONE_UNITS = ("epoch", "step")
 RECIPE_PACKAGE = "resnetkit.recipes"
-__all__ = ["AMP_MODES", "AUDIO_LAYOUTS", "FEATURE_KINDS", "MILESTONE_UNITS", "ON_CORRUPT", "OPTIMIZERS", "SCHEDULES",
+__all__ = ["AMP_MODES", "AUDIO_LAYOUTS", "FEATURE_KINDS", "LR_UNITS", "MILESTONE_UNITS", "ON_CORRUPT", "OPTIMIZERS", "SCHEDULES",
            "TrainConfig", "build_config", "load_recipe", "recipe_names"]
 
 
@@ -61,16 +62,29 @@ class TrainConfig:
     batch_size: int = 128
     optimizer: str = "sgd"
     lr: float = 0.1
+    # batch: lr and weight_decay are PyTorch's. example: both are per training example and free of
+    # the momentum (airbench, Page): the step is lr * batch_size / (1 + 1/(1 - momentum)), so the
+    # batch size and the momentum can change without retuning them (SGD only).
+    lr_unit: str = "batch"
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4  # not applied to norm and bias parameters
     schedule: str = "cosine"
     warmup_epochs: float = 0.0  # linear warm-up to lr
+    warmup_from: float = 0.0  # the warm-up's first factor of lr (airbench: 0.2); 0 starts at lr/warm-up steps
+    lr_floor: float = 0.0  # schedule linear: the factor of lr it decays to by the last step (airbench: 0.07)
     milestones: list[float] = field(default_factory=list)  # step schedule: where lr is multiplied by gamma
     milestone_unit: str = "epoch"  # epoch or step
     gamma: float = 0.1
     label_smoothing: float = 0.0
     ema_decay: Optional[float] = None  # e.g. 0.999; validation then uses the averaged weights
+    # Lookahead-style averaging (Zhang et al. 2019, as airbench): every k steps an average of the
+    # weights is updated and copied back into them; its decay per step rises from 0 to
+    # lookahead_decay as (step/total)^3, and the run ends on the average. 0 is off (airbench: 5).
+    lookahead_every: int = 0
+    lookahead_decay: float = 0.95
+    norm_lr_mult: float = 1.0  # learning rate of normalization layers' parameters, relative (airbench: 64)
+    whiten_bias_epochs: int = 0  # epochs the whitening layer's bias learns (model_args whiten=k; airbench: 3)
     grad_clip: Optional[float] = None  # max global gradient norm
     # Fine-tuning.
     init: Optional[str] = None  # pretrained weights: a torchvision/timm/resnetkit file or a run directory
@@ -116,6 +130,7 @@ class TrainConfig:
         _choice(self, "milestone_unit", MILESTONE_UNITS)
         _choice(self, "audio_layout", AUDIO_LAYOUTS)
         _choice(self, "tta", TTA_MODES)
+        _choice(self, "lr_unit", LR_UNITS)
         check_fsdd_split(self.fsdd_split)
         for name in ("model", "data", "augment", "device", "keywords"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
@@ -145,6 +160,12 @@ class TrainConfig:
         _number(self, "momentum", low=0, high=1, high_open=True)
         _number(self, "weight_decay", low=0)
         _number(self, "warmup_epochs", low=0)
+        _number(self, "warmup_from", low=0, high=1)
+        _number(self, "lr_floor", low=0, high=1)
+        _integer(self, "lookahead_every", minimum=0)
+        _number(self, "lookahead_decay", low=0, high=1, low_open=True)
+        _number(self, "norm_lr_mult", low=0, low_open=True)
+        _integer(self, "whiten_bias_epochs", minimum=0)
         _number(self, "gamma", low=0, high=1, low_open=True)
         _number(self, "label_smoothing", low=0, high=1, high_open=True)
         _number(self, "time_budget_min", low=0, low_open=True, optional=True)
@@ -162,6 +183,9 @@ class TrainConfig:
                 raise ValueError(f"milestones must be numbers >= 0, got {self.milestones!r}")
         if self.schedule == "step" and not self.milestones:
             raise ValueError("schedule 'step' needs milestones (e.g. milestones: [91, 136])")
+        if self.lr_unit == "example" and self.optimizer != "sgd":
+            raise ValueError("lr_unit 'example' states SGD's learning rate and weight decay per example; "
+                             f"optimizer {self.optimizer!r} takes lr_unit 'batch'")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

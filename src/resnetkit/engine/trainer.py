@@ -25,6 +25,7 @@ from torch import nn
 
 from ..data import BatchOptions, InputSpec, as_labelled_data
 from ..models import check_input_size
+from ..models.tweaks import whitening_of
 from ..runtime import distributed
 from ..runtime.device import autocast, precision_name, resolve_device, resolve_precision
 from ..runtime.files import save_json, save_text
@@ -34,10 +35,14 @@ from .config import TrainConfig, config_yaml
 from .evaluation import EvalResult, evaluate_batches, loss_fn, soft_accuracy_hits
 from .finetune import FineTuning, is_head_parameter
 from .history import History, write_metrics_csv
-from .optim import build_optimizer, build_scheduler
+from .optim import Lookahead, build_optimizer, build_scheduler
+from .run_data import sample_batches
 from .tta import check_tta, with_tta
 
 log = logging.getLogger(__name__)
+
+# Training images the whitening layer's patch statistics come from (airbench: 5,000).
+WHITENING_SAMPLES = 5000
 
 
 class TrainingDiverged(RuntimeError):
@@ -119,6 +124,12 @@ class Trainer:
                              "start); train the head in a single process first, then --init from that run")
         if self.dist.enabled and cfg.sync_bn:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.whitening = whitening_of(self.model)
+        if self.whitening is not None:  # its bias learns for whiten_bias_epochs, from the first
+            self.whitening.conv.bias.requires_grad_(cfg.whiten_bias_epochs > 0)
+        elif cfg.whiten_bias_epochs:
+            raise ValueError("whiten_bias_epochs trains the bias of a whitening layer; the model has none "
+                             "(give it one with model_args whiten: 2)")
         fine_tuned = self.fine_tuning.active or cfg.backbone_lr_mult != 1.0
         self.optimizer = build_optimizer(self.model, cfg, frozenset(is_head_parameter(self.model)) if fine_tuned
                                          else frozenset())
@@ -130,6 +141,11 @@ class Trainer:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+
+        # Frozen parameters (the whitening filters) never change: the average leaves them out.
+        self.lookahead = (Lookahead(self.model, cfg.lookahead_every, cfg.lookahead_decay,
+                                    skip={n for n, p in self.model.named_parameters() if not p.requires_grad})
+                          if cfg.lookahead_every else None)
 
         forward_model = self.model
         if self.dist.enabled:
@@ -164,6 +180,7 @@ class Trainer:
             self._write_run_info()
             self.sync_best_files()  # a resumed run whose last kill fell between two files
         self._deadline = time.perf_counter() + 60 * cfg.stop_after_min if cfg.stop_after_min else None
+        self._fit_whitening()
         with self._sigint_as_stop_request():
             while self.global_step < self.total_steps:
                 row = self._train_epoch()
@@ -208,12 +225,26 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     # -- the loop --------------------------------------------------------------------------------
+    def _fit_whitening(self) -> None:
+        """A new run's whitening filters, from (unaugmented) training images; a resumed run has its own."""
+        if self.whitening is None or bool(self.whitening.fitted):
+            return
+        t0 = time.perf_counter()
+        samples = sample_batches(self.train_data, self.input_spec, WHITENING_SAMPLES, seed=self.config.seed,
+                                 batch_size=500, device=self.device)
+        images = torch.cat([x for x, _ in samples])
+        self.whitening.fit(images)
+        log.info("whitening layer fitted on %d training images (%d x %d patches) in %.1f s", len(images),
+                 self.whitening.patch_size, self.whitening.patch_size, time.perf_counter() - t0)
+
     def _train_epoch(self) -> dict | None:
         cfg = self.config
         epoch = self.epoch
         model = self.forward_model
         model.train()
         self.fine_tuning.apply(epoch)
+        if self.whitening is not None and cfg.whiten_bias_epochs:
+            self.whitening.conv.bias.requires_grad_(epoch < cfg.whiten_bias_epochs)
         sums = self._partial.clone()
         start = self.step_in_epoch
         remaining = min(self.steps_per_epoch - start, self.total_steps - self.global_step)
@@ -248,6 +279,10 @@ class Trainer:
                                       torch.tensor(float(n), dtype=torch.float64, device=self.device)])
             self.global_step += 1
             self.step_in_epoch += 1
+            if self.lookahead is not None:
+                self.lookahead.step(self.model, self.global_step, self.total_steps)
+                if self.global_step == self.total_steps:
+                    self.lookahead.finish(self.model)
             if bar is not None and (i % 10 == 0 or i == remaining - 1):
                 s = step_sums.cpu() + sums
                 elapsed = time.perf_counter() - t0
@@ -398,6 +433,7 @@ class Trainer:
             **self._run_description(),
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -422,6 +458,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
+        if self.lookahead is not None and state.get("lookahead") is not None:
+            self.lookahead.load_state_dict(state["lookahead"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])

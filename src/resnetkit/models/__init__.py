@@ -1,6 +1,6 @@
 """Model zoo: every registered network, the backbone interface and weight import."""
 
-from . import cifar_resnet, inception, kws, preact, resnet, vgg  # noqa: F401  (registers the builders)
+from . import cifar_resnet, inception, kws, preact, resnet, resnet9, vgg  # noqa: F401  (registers the builders)
 from .base import ClassifierModel, DataConfig, FeatureInfo, FeatureListNet
 from .finetune import freeze_batchnorm, freeze_stages
 from .input_size import check_input_size, min_input_size

@@ -10,7 +10,7 @@ the helpers that freeze early stages.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 import torch
 import torch.fx
@@ -121,6 +121,8 @@ class ClassifierModel(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.model_name = type(self).__name__
+        # A frozen whitening layer in front of the first stage (create_model(..., whiten=k)), or None.
+        self.whiten: Optional[nn.Module] = None
 
     # -- structure ---------------------------------------------------------------
     def stages(self) -> list[Sequence[nn.Module]]:
@@ -136,13 +138,26 @@ class ClassifierModel(nn.Module):
         self.fc = nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     # -- forward -----------------------------------------------------------------
+    def set_input_whitening(self, whitening: nn.Module, data_config: DataConfig) -> None:
+        """Put ``whitening`` in front of the first stage; the model then takes ``whitening.in_chans`` channels.
+
+        ``data_config`` describes that raw input (the model was built for the whitened channels).
+        """
+        self.whiten = whitening
+        self.in_chans = whitening.in_chans
+        self.data_config = data_config
+
     def check_input(self, x: torch.Tensor) -> None:
         """Fail early, with the channel counts named, instead of deep inside a conv."""
         check_input_channels(x, self.in_chans, self.model_name)
 
+    def _stem_input(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return x if self.whiten is None else self.whiten(x)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image batch to the last feature map (before pooling)."""
-        self.check_input(x)
+        x = self._stem_input(x)
         for stage in self.stages():
             for module in stage:
                 x = module(x)
@@ -150,7 +165,7 @@ class ClassifierModel(nn.Module):
 
     def forward_intermediates(self, x: torch.Tensor, indices: Iterable[int] | None = None) -> list[torch.Tensor]:
         """Feature maps of the stages listed in ``indices`` (all by default)."""
-        self.check_input(x)
+        x = self._stem_input(x)
         wanted = set(range(len(self.feature_info))) if indices is None else set(indices)
         outputs = []
         for i, stage in enumerate(self.stages()):

@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import torch
 from torch import nn
+
+from .tweaks import GENERIC_OPTIONS, ModelTweaks, PatchWhitening
 
 
 @dataclass(frozen=True)
@@ -102,15 +105,26 @@ def create_model(
             when ``num_classes`` differs.
         features_only: return a backbone that outputs a list of feature maps.
         out_indices: which feature levels ``features_only`` returns (default: all).
-        **kwargs: the builder's keyword arguments (num_classes, in_chans, activation, norm, ...).
+        **kwargs: the builder's keyword arguments (num_classes, in_chans, activation, norm, ...),
+            and the options every model takes (:mod:`resnetkit.models.tweaks`: whiten,
+            dirac_init, bn_eps, bn_momentum, bn_frozen_scale).
     """
     entry = get_model_entry(name)
+    tweaks = ModelTweaks.take(kwargs)  # whiten, dirac_init, bn_*: options of every model (tweaks.py)
     for key in kwargs:
         if key in entry.fixed and not entry.builder_checks_fixed:  # the builder sets it itself
             raise TypeError(_option_error(entry, key, f"fixes {key} (it is part of what the name means)"))
         if key not in entry.options and key not in entry.fixed:
             raise TypeError(_option_error(entry, key, f"does not take {key!r}"))
-    model = entry.builder(**kwargs)
+    if tweaks.whiten:
+        whitening = PatchWhitening(kwargs.get("in_chans", 3), tweaks.whiten)
+        with torch.device("meta"):
+            raw = entry.builder(**kwargs)  # the model as it would take the raw input: its data config
+        model = entry.builder(**{**kwargs, "in_chans": whitening.out_chans})
+        model.set_input_whitening(whitening.to(next(model.parameters()).device), raw.data_config)
+    else:
+        model = entry.builder(**kwargs)
+    tweaks.apply(model)
     model.model_name = name
     if checkpoint_path is not None:
         from .weights import load_checkpoint
@@ -139,9 +153,9 @@ def _option_error(entry: ModelEntry, key: str, problem: str) -> str:
     note = getattr(entry.model_class, "options_note", "")
     # Suggest only for typos: drop_path_rate is a real option elsewhere, not a misspelt drop_rate.
     known = {k for e in _REGISTRY.values() for k in _accepted_kwargs(e.model_class)}
-    close = [] if key in known else difflib.get_close_matches(key, entry.options, n=1, cutoff=0.6)
+    close = [] if key in known else difflib.get_close_matches(key, [*entry.options, *GENERIC_OPTIONS], n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return (
         f"{entry.name} {problem}{hint}; accepted arguments: {', '.join(entry.options)} "
-        f"({entry.family} family{': ' + note if note else ''})"
+        f"({entry.family} family{': ' + note if note else ''}), and those of every model: {', '.join(GENERIC_OPTIONS)}"
     )

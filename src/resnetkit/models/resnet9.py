@@ -1,0 +1,129 @@
+"""ResNet-9 for fast CIFAR training (David Page, "How to train your ResNet", 2018; davidcpage/cifar10-fast).
+
+A prep conv, then three stages of conv -> max-pool -> BN -> activation at halving
+resolutions, with a residual block of two conv-BN-activation layers after the first and
+the third; global max pooling, a linear classifier and a fixed scale on the logits (Page's
+0.125: large logits early in training slow it down). Page's widths (64, 128, 256, 512)
+reach 94% on CIFAR-10 in 24 epochs on a GPU; the smaller named sizes fit an hour of a
+2-core CPU (BENCHMARKS.md says what each costs and reaches).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .base import CIFAR_MEAN, CIFAR_STD, ClassifierModel, FeatureEntry, FeatureInfo, make_data_config
+from .layers import LayerSpec, conv3x3, create_act, get_norm_layer, init_conv_and_norm, norm_has_bias
+from .registry import register_model
+from .resnet import _check_common, _scaled
+
+
+class ConvBlock(nn.Module):
+    """conv 3x3 -> (max-pool 2) -> norm -> activation: Page's order, the pool before the norm."""
+
+    def __init__(self, in_chs: int, out_chs: int, pool: bool, norm_layer, activation: LayerSpec, bias: bool) -> None:
+        super().__init__()
+        self.conv = conv3x3(in_chs, out_chs, bias=bias)
+        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+        self.bn = norm_layer(out_chs)
+        self.act = create_act(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        x = self.pool(x)
+        x = self.bn(x)
+        return self.act(x)
+
+
+class Residual(nn.Module):
+    """x + block2(block1(x)): two conv-norm-activation layers around an identity shortcut."""
+
+    def __init__(self, chs: int, norm_layer, activation: LayerSpec, bias: bool) -> None:
+        super().__init__()
+        self.res1 = ConvBlock(chs, chs, False, norm_layer, activation, bias)
+        self.res2 = ConvBlock(chs, chs, False, norm_layer, activation, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.res2(self.res1(x))
+
+
+class ResNet9(ClassifierModel):
+    """Page's ResNet-9.
+
+    Args:
+        widths: channels of the prep conv and the three stages (Page: 64, 128, 256, 512).
+        residual_stages: which stages (1-3) get a residual block (Page: 1 and 3).
+        logit_scale: the fixed factor on the logits (Page: 0.125).
+        global_pool: ``max`` (Page) or ``avg``.
+        num_classes, in_chans, activation, norm, drop_rate, width_mult: as the other models.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        residual_stages: Sequence[int] = (1, 3),
+        activation: LayerSpec = "relu",
+        norm: LayerSpec = "batch",
+        logit_scale: float = 0.125,
+        global_pool: str = "max",
+        drop_rate: float = 0.0,
+        width_mult: float = 1.0,
+    ) -> None:
+        super().__init__()
+        _check_common(num_classes, in_chans, drop_rate, 0.0, width_mult)
+        widths = tuple(widths)
+        if len(widths) != 4 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+            raise ValueError(f"widths must be 4 channel counts >= 1 (prep and three stages), got {widths!r}")
+        stages = tuple(residual_stages)
+        if any(s not in (1, 2, 3) for s in stages):
+            raise ValueError(f"residual_stages must name stages 1, 2 or 3, got {stages!r}")
+        if not logit_scale > 0:
+            raise ValueError(f"logit_scale must be > 0, got {logit_scale}")
+        self.in_chans = in_chans
+        norm_layer = get_norm_layer(norm)
+        bias = norm_has_bias(norm_layer)
+        chs = [_scaled(w, width_mult) for w in widths]
+        self.prep = ConvBlock(in_chans, chs[0], False, norm_layer, activation, bias)
+        for i in (1, 2, 3):
+            layer = [ConvBlock(chs[i - 1], chs[i], True, norm_layer, activation, bias)]
+            if i in stages:
+                layer.append(Residual(chs[i], norm_layer, activation, bias))
+            setattr(self, f"layer{i}", nn.Sequential(*layer))
+        self.logit_scale = float(logit_scale)
+        self.feature_info = FeatureInfo(
+            [FeatureEntry(chs[0], 1, "prep")] + [FeatureEntry(chs[i], 2**i, f"layer{i}") for i in (1, 2, 3)]
+        )
+        self._make_head(chs[3], num_classes, global_pool, drop_rate)
+        self.data_config = make_data_config(in_chans, 32, CIFAR_MEAN, CIFAR_STD, crop_pct=1.0)
+        init_conv_and_norm(self)
+
+    def stages(self):
+        return [(self.prep,), (self.layer1,), (self.layer2,), (self.layer3,)]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(self.global_pool(x))
+        return x if pre_logits else self.fc(x) * self.logit_scale
+
+
+@register_model("resnet9", ResNet9)
+def resnet9(**kwargs) -> ResNet9:
+    """ResNet-9 of Page (2018), widths 64-128-256-512: 6.6M parameters, 0.38G MACs."""
+    return ResNet9(**kwargs)
+
+
+@register_model("resnet9", ResNet9, fixed=("widths",))
+def resnet9_m(**kwargs) -> ResNet9:
+    """ResNet-9 at widths 32-64-256-256 (0.13G MACs): ten CIFAR-10 epochs in about an hour of 2 CPU cores."""
+    return ResNet9(widths=(32, 64, 256, 256), **kwargs)
+
+
+@register_model("resnet9", ResNet9, fixed=("widths",))
+def resnet9_s(**kwargs) -> ResNet9:
+    """ResNet-9 at widths 32-64-128-128 (0.07G MACs): ten CIFAR-10 epochs in about half an hour of 2 CPU cores."""
+    return ResNet9(widths=(32, 64, 128, 128), **kwargs)
