@@ -40,7 +40,9 @@ def test_flags_override_the_recipe():
                                       "--lr", "0.05", "--mixup", "0.2", "--drop-path-rate", "0.1", "--amp", "off"])
     cfg = build_config(args.recipe, config_overrides(args))
     assert cfg.lr == 0.05 and cfg.amp == "off" and cfg.epochs == 60
-    assert cfg.augment_args == {"mixup": 0.2} and cfg.model_args == {"drop_path_rate": 0.1}
+    # Mappings merge key by key: the flag adds to the recipe's options instead of replacing them.
+    assert cfg.augment_args == {"crop_padding": 2, "pad_mode": "reflect", "flip_mode": "alternate", "mixup": 0.2}
+    assert cfg.model_args == {"whiten": 2, "drop_path_rate": 0.1}
 
 
 def test_unknown_recipe_key_suggests(tmp_path):
@@ -83,10 +85,12 @@ def test_no_weight_decay_on_norms_and_biases():
 
     model = create_model("resnet20")
     opt = build_optimizer(model, TrainConfig(weight_decay=5e-4))
-    decay, no_decay = opt.param_groups
-    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0
-    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    # Conv and linear weights decay; biases and BatchNorm parameters (a group of their own, for
+    # --norm-lr-mult) do not.
+    decay = [p for g in opt.param_groups if g["weight_decay"] == 5e-4 for p in g["params"]]
+    no_decay = [p for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]]
+    assert all(p.ndim > 1 for p in decay) and all(p.ndim == 1 for p in no_decay)
+    assert len(decay) + len(no_decay) == len(list(model.parameters())) and decay and no_decay
 
 
 def test_cli_default_train_prints_summary(tmp_path, capsys, monkeypatch):

@@ -42,14 +42,18 @@ def test_flip_is_refused_for_audio_and_unknown_modes():
 @pytest.fixture(scope="module")
 def cifar_run(cifar_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("tta") / "run"
-    train(TrainConfig(data=str(cifar_folder), model="resnet20", epochs=2, batch_size=32, lr=0.05, quiet=True,
-                      out=str(out), tta="flip"))
-    return out
+    summary = train(TrainConfig(data=str(cifar_folder), model="resnet20", epochs=2, batch_size=32, lr=0.05,
+                                quiet=True, out=str(out), tta="flip"))
+    return out, summary
 
 
 def test_run_metrics_say_they_used_flip(cifar_run, cifar_folder, capsys):
+    cifar_run, summary = cifar_run
     metrics = json.loads((cifar_run / "metrics.json").read_text())
     assert metrics["inference"].endswith("flip TTA (2 views)")
+    # The run's last line gives the number metrics.json holds beside the plain validation's.
+    assert summary.final_top1 == metrics["top1"]
+    assert f"{metrics['top1']:.2%} with flip TTA (metrics.json)" in str(summary)
     # evaluate --tta flip on the same weights and data gives the run's numbers.
     assert main(["evaluate", "--checkpoint", str(cifar_run), "--data", str(cifar_folder), "--tta", "flip",
                  "--json"]) == 0
@@ -63,7 +67,7 @@ def test_run_metrics_say_they_used_flip(cifar_run, cifar_folder, capsys):
 
 
 def test_evaluate_function_takes_tta(cifar_run, cifar_folder):
-    run = load_run(cifar_run)
+    run = load_run(cifar_run[0])
     data = run.load_eval_data(str(cifar_folder))
     a = evaluate(run.model, data, tta="flip", amp="off", input_spec=run.input_spec, classes=run.classes)
     b = run.evaluate(data, amp="off", tta="flip")
@@ -102,7 +106,7 @@ def test_multiview_tta_averages_six_views():
 
 
 def test_evaluate_takes_multiview(cifar_run, cifar_folder, capsys):
-    assert main(["evaluate", "--checkpoint", str(cifar_run), "--data", str(cifar_folder), "--tta", "multiview",
+    assert main(["evaluate", "--checkpoint", str(cifar_run[0]), "--data", str(cifar_folder), "--tta", "multiview",
                  "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["inference"].endswith("multiview TTA (6 views)") and result["num_samples"] == 100

@@ -161,6 +161,7 @@ class Trainer:
         self.best_acc = -1.0
         self.best_epoch = None
         self.history = History()
+        self.final_metrics: dict | None = None  # metrics.json of the finished run (best weights, TTA)
         self._partial = torch.zeros(3, dtype=torch.float64)  # loss sum, hits, samples of an interrupted epoch
         self._partial_seconds = 0.0
         self._stop_requested = False
@@ -202,6 +203,7 @@ class Trainer:
                         cb.on_epoch_end(self, row)
         # Every process evaluates the best weights (the metrics are summed across them); rank 0 writes.
         final = self._best_metrics() if self.run_dir else None
+        self.final_metrics = final
         if self.run_dir and self.dist.is_main:
             self._write_final_report(final)
         distributed.barrier()

@@ -32,9 +32,13 @@ class TrainSummary:
     best_epoch: Optional[int]
     seconds: float
     history: History = field(default_factory=History)
+    final_top1: Optional[float] = None  # metrics.json's top-1: the best weights, with the run's TTA
+    tta: str = "none"
 
     def __str__(self) -> str:
         acc = f"{self.best_val_acc:.2%} (epoch {self.best_epoch})" if self.best_val_acc is not None else "n/a"
+        if self.tta != "none" and self.final_top1 is not None:
+            acc += f", {self.final_top1:.2%} with {self.tta} TTA (metrics.json)"
         return f"validation accuracy {acc}, {self.seconds:.0f} s, run written to {self.run_dir}"
 
 
@@ -159,5 +163,7 @@ def train(config: Optional[TrainConfig] = None, resume: str | Path | None = None
     finally:
         if lock is not None:
             lock.release()
+    final = trainer.final_metrics
     return TrainSummary(run_dir, trainer.best_acc if trainer.best_epoch else None, trainer.best_epoch,
-                        time.perf_counter() - t0, history)
+                        time.perf_counter() - t0, history, final_top1=final["top1"] if final else None,
+                        tta=config.tta)
