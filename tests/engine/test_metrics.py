@@ -62,6 +62,15 @@ def _assert_matches_sklearn(result: dict, logits: torch.Tensor, targets: torch.T
     assert result["macro_avg"]["precision"] == pytest.approx(macro[0], abs=TOL)
     assert result["macro_avg"]["recall"] == pytest.approx(macro[1], abs=TOL)
     assert result["macro_avg"]["f1"] == pytest.approx(macro[2], abs=TOL)
+    assert result["macro_f1"] == pytest.approx(macro[2], abs=TOL)
+    if len(set(y_true.tolist())) > 1:
+        import warnings
+
+        from sklearn.metrics import balanced_accuracy_score
+
+        with warnings.catch_warnings():  # scikit-learn warns about classes predicted but absent
+            warnings.simplefilter("ignore")
+            assert result["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y_true, y_pred), abs=TOL)
     assert result["confusion_matrix"] == confusion_matrix(y_true, y_pred, labels=labels).tolist()
     assert result["top1"] == pytest.approx(float((y_true == y_pred).mean()), abs=TOL)
     scores = logits.double().numpy()
@@ -91,7 +100,8 @@ def test_exact_keys_and_json() -> None:
     metrics = ClassificationMetrics(10)
     metrics.update(logits, targets, 123.0)
     result = metrics.compute(_names(10))
-    assert set(result) == {"num_samples", "loss", "top1", "top5", "per_class", "macro_avg", "confusion_matrix"}
+    assert set(result) == {"num_samples", "loss", "top1", "top5", "per_class", "macro_avg", "confusion_matrix",
+                           "balanced_accuracy", "macro_f1", "ece", "temperature", "reliability"}
     assert set(result["per_class"]["class_0"]) == {"precision", "recall", "f1", "support"}
     assert set(result["macro_avg"]) == {"precision", "recall", "f1"}
     assert json.loads(json.dumps(result)) == result

@@ -17,6 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     add_precision_arguments(p)
     p.add_argument("--on-corrupt", choices=["skip", "stop"], default="skip")
+    p.add_argument("--path-col", default="path", help="label file (--data labels.csv): its column of file paths")
+    p.add_argument("--label-col", default="label", help="label file: its column of labels")
     p.add_argument("--tta", choices=TTA_MODES, default="none",
                    help="test-time augmentation: flip averages each image with its mirror, multiview also with "
                    "its 1-pixel translations (6 views; images only)")
@@ -28,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
 
     precision = precision_from_args(args)
     loaded = load_model(args.checkpoint, device=args.device)
-    data = loaded.load_eval_data(args.data, on_corrupt=args.on_corrupt)
+    data = loaded.load_eval_data(args.data, on_corrupt=args.on_corrupt, path_col=args.path_col,
+                                 label_col=args.label_col)
     result = loaded.evaluate(data, batch_size=args.batch_size, precision=precision, tta=args.tta)
     m = result.metrics
     if args.json:
@@ -36,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{loaded.model_name} on {args.data}: {m['num_samples']} samples")
     print(f"  loss {m['loss']:.4f}   top-1 {m['top1']:.2%}   top-5 {m['top5']:.2%}")
+    calibrated = f", temperature {m['temperature']:.3g}" if m["temperature"] != 1.0 else ", uncalibrated"
+    print(f"  balanced accuracy {m['balanced_accuracy']:.2%}   macro-F1 {m['macro_f1']:.3f}   "
+          f"ECE {m['ece']:.2%}{calibrated}")
     print(f"  {'class':<20}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
     for name, c in m["per_class"].items():
         print(f"  {name:<20}{c['precision']:>10.3f}{c['recall']:>10.3f}{c['f1']:>10.3f}{c['support']:>10}")

@@ -15,10 +15,13 @@ from resnetkit.data.augment import FLIP_MODES, PAD_MODES
 from resnetkit.engine.config import (
     AMP_MODES,
     AUDIO_LAYOUTS,
+    CALIBRATIONS,
     LR_UNITS,
     MILESTONE_UNITS,
+    MONITORS,
     ON_CORRUPT,
     OPTIMIZERS,
+    SAMPLERS,
     SCHEDULES,
     TrainConfig,
     build_config,
@@ -29,7 +32,7 @@ from resnetkit.models.layers import ACTIVATION_NAMES, NORM_NAMES
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="digits (default, embedded), cifar10, cifar100, mnist, fashion-mnist, fsdd, "
-                   "or a folder of images or audio files")
+                   "a folder of images or audio files, or a label file (.csv, .tsv, .jsonl: path,label[,split])")
     p.add_argument("--model", help="a registered model name (default resnet20; see `resnetkit models`)")
     p.add_argument("--recipe", help="a packaged recipe's name (e.g. cifar10_resnet20_fast) or a YAML file; "
                    "flags given here override it")
@@ -85,6 +88,12 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--ema-decay", type=float, help="keep an exponential moving average of the weights (e.g. 0.999)")
     g.add_argument("--grad-clip", type=float, help="clip the global gradient norm")
+    g.add_argument("--accum-steps", type=int, metavar="K",
+                   help="K batches per optimizer step (the gradient of one K times larger batch)")
+    g.add_argument("--early-stop", type=int, metavar="PATIENCE",
+                   help="stop when --monitor has not improved for PATIENCE epochs; the best epoch's weights are kept")
+    g.add_argument("--monitor", choices=MONITORS, help="what chooses the best epoch and early stopping "
+                   "(default val_accuracy)")
     g.add_argument("--lookahead-every", type=int, metavar="K",
                    help="every K steps, average the weights and copy the average back (airbench: 5)")
     g.add_argument("--lookahead-decay", type=float, help="Lookahead's decay per step at the end of the run")
@@ -92,6 +101,8 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--whiten-bias-epochs", type=int, help="epochs the whitening layer's bias learns")
     d = p.add_argument_group("data")
     d.add_argument("--val-split", type=float, help="fraction held out for validation when the data has no val/ folder")
+    d.add_argument("--path-col", help="label file (--data labels.csv/.tsv/.jsonl): its column of file paths (default path)")
+    d.add_argument("--label-col", help="label file: its column of labels (default label)")
     d.add_argument("--img-size", type=int)
     d.add_argument("--in-chans", type=int)
     d.add_argument("--augment", help="preset: none, cifar, cifar-strong, digits, imagenet, imagenet-strong; "
@@ -103,6 +114,11 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--flip-mode", choices=FLIP_MODES,
                    help="alternate: every image mirrored on every other epoch instead of at random (airbench)")
     d.add_argument("--pad-mode", choices=PAD_MODES, help="padding of the random crop (reflect: no black border)")
+    d.add_argument("--class-weights", metavar="balanced|FILE",
+                   help="weigh the loss by class: balanced (n / (classes * count)) or a JSON/CSV file of class,weight")
+    d.add_argument("--sampler", choices=SAMPLERS, help="balanced: draw every class equally often (default uniform)")
+    d.add_argument("--calibrate", choices=CALIBRATIONS,
+                   help="fit a temperature on the validation split at the end (default temperature; none: off)")
     d.add_argument("--on-corrupt", choices=ON_CORRUPT, help="skip unreadable files (named in the log) or stop")
     d.add_argument("--tta", choices=TTA_MODES,
                    help="test-time augmentation of the final metrics: flip averages each image with its mirror, "

@@ -32,6 +32,16 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+def epoch_draw(weights: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
+    """``len(weights)`` sample indices drawn with replacement in proportion to ``weights``.
+
+    A function of (seed, epoch) only, like :func:`epoch_permutation`: every process draws the
+    same order and takes its share, and a resumed epoch sees the same samples.
+    """
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 7_919)
+    return torch.multinomial(weights.double().cpu(), len(weights), replacement=True, generator=g)
+
+
 class BatchSource:
     """What every batch source shares: its share of each epoch's order, and its length.
 
@@ -74,6 +84,11 @@ class BatchSource:
         """This process's samples for ``epoch``, in order: every world_size-th of one permutation."""
         if self._chosen is not None:
             order = self._chosen
+        elif self.train and self.options.sample_weights is not None:
+            if len(self.options.sample_weights) != self.num_samples:
+                raise ValueError(f"sample_weights has {len(self.options.sample_weights)} entries for "
+                                 f"{self.num_samples} samples")
+            order = epoch_draw(self.options.sample_weights, self.seed, epoch)
         elif self.train:
             order = epoch_permutation(self.num_samples, self.seed, epoch)
         else:

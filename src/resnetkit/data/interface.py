@@ -54,6 +54,8 @@ class DataRequest:
     keywords: Optional[str] = "auto"  # Speech Commands: auto (12-class protocol when it fits), none, or words
     for_evaluation: bool = False  # only the held-out part (a test split where there is one), as val
     cache_dir: Optional[str] = None  # where named data sets are downloaded (default ~/.cache/resnetkit)
+    path_col: str = "path"  # label files: the column of file paths
+    label_col: str = "label"  # label files: the column of labels
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,9 @@ class BatchOptions:
     dist: DistInfo = DistInfo()
     workers: int = 2  # DataLoader worker processes, for data decoded on demand
     num_classes: int | None = None  # width of mixup's soft targets (default: the data's class count)
+    # Training: each epoch draws num_samples samples with replacement in proportion to these
+    # (one per sample; a balanced sampler) instead of a permutation. None: every sample once.
+    sample_weights: torch.Tensor | None = None
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Callable, Optional
 from .audio_layouts import is_audio_source, load_audio_eval_data, resolve_audio_data
 from .images import load_image_eval_data, resolve_image_request
 from .interface import DataRequest, DataSplits, InputSpec, LabelledData
+from .label_files import is_label_file, label_file_kind, resolve_label_file
 
 
 @dataclass(frozen=True)
@@ -53,15 +54,28 @@ def data_kind(name: str) -> DataKind:
 
 
 def kind_of(data: str) -> DataKind:
-    """The kind of input a ``--data`` value is (the first registered kind that claims it)."""
+    """The kind of input a ``--data`` value is (the first registered kind that claims it; a label
+    file is of the kind of the files it lists)."""
+    if is_label_file(data):
+        return data_kind(label_file_kind(data))
     return next(k for k in _KINDS if k.claims(data))
 
 
 def resolve_data(request: DataRequest) -> DataSplits:
     """The training and validation data (or, ``for_evaluation``, the held-out data) ``request`` names."""
+    if is_label_file(request.data):
+        return resolve_label_file(request)
     return kind_of(request.data).resolve(request)
 
 
-def load_eval_data(spec: InputSpec, path: str, on_corrupt: str = "skip") -> LabelledData:
-    """The held-out part of ``path``, read for a model trained with ``spec``."""
+def load_eval_data(spec: InputSpec, path: str, on_corrupt: str = "skip", path_col: str = "path",
+                   label_col: str = "label") -> LabelledData:
+    """The held-out part of ``path`` (a folder, a data set name or a label file), read for a model trained with ``spec``."""
+    if is_label_file(path):
+        kind = label_file_kind(path)
+        if kind != spec.kind:
+            raise ValueError(f"{path} lists {kind} files; the model takes {spec.kind} input")
+        request = DataRequest(data=str(path), on_corrupt=on_corrupt, for_evaluation=True, path_col=path_col,
+                              label_col=label_col, in_chans=getattr(spec, "in_chans", None))
+        return resolve_label_file(request, getattr(spec, "features", None)).val
     return data_kind(spec.kind).load_eval(spec, path, on_corrupt)

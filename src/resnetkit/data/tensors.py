@@ -32,6 +32,10 @@ class TensorData(LabelledData):
     def __len__(self) -> int:
         return self.x.shape[0]
 
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.y
+
     def input_spec(self, model: Optional[nn.Module] = None, img_size: Optional[int] = None) -> ImageInputSpec:
         """Recorded with the run: the model's own data config at the tensors' size (they are used as given)."""
         in_chans = self.x.shape[1] if self.x.ndim == 4 else (getattr(model, "in_chans", None) or 1)

@@ -27,8 +27,12 @@ SCHEDULES = ("step", "cosine", "onecycle", "constant", "linear")
 LR_UNITS = ("batch", "example")
 AMP_MODES = tuple(p for p in PRECISIONS if p != "fp32")  # auto, bf16, fp16, off
 MILESTONE_UNITS = ("epoch", "step")
+SAMPLERS = ("uniform", "balanced")
+MONITORS = ("val_accuracy", "val_loss")
+CALIBRATIONS = ("temperature", "none")
 RECIPE_PACKAGE = "resnetkit.recipes"
-__all__ = ["AMP_MODES", "AUDIO_LAYOUTS", "FEATURE_KINDS", "LR_UNITS", "MILESTONE_UNITS", "ON_CORRUPT", "OPTIMIZERS", "SCHEDULES",
+__all__ = ["AMP_MODES", "AUDIO_LAYOUTS", "CALIBRATIONS", "FEATURE_KINDS", "LR_UNITS", "MILESTONE_UNITS", "MONITORS",
+           "ON_CORRUPT", "OPTIMIZERS", "SAMPLERS", "SCHEDULES",
            "TrainConfig", "build_config", "load_recipe", "recipe_names"]
 
 
@@ -44,6 +48,8 @@ class TrainConfig:
     img_size: Optional[int] = None  # default: the data's own size when held in memory, else the model's
     in_chans: Optional[int] = None  # default: the data's (1 for digits/MNIST and audio, 3 for colour images)
     on_corrupt: str = "skip"  # skip (named in the log) or stop at an unreadable file
+    path_col: str = "path"  # a label file's (--data labels.csv) column of file paths
+    label_col: str = "label"  # a label file's column of labels
     augment: str = "auto"  # a preset (cifar, digits, imagenet, speech, ...) or auto: chosen from the data
     augment_args: dict[str, Any] = field(default_factory=dict)  # preset fields to override
     # Audio data (ignored for images): the feature settings as given (recipe, flags); None is
@@ -86,6 +92,21 @@ class TrainConfig:
     norm_lr_mult: float = 1.0  # learning rate of normalization layers' parameters, relative (airbench: 64)
     whiten_bias_epochs: int = 0  # epochs the whitening layer's bias learns (model_args whiten=k; airbench: 3)
     grad_clip: Optional[float] = None  # max global gradient norm
+    # Micro-batches per optimizer step: the gradient of K batches of batch_size, as one K times
+    # larger batch gives it; schedules, EMA, warm-up, max_steps and the time budget count optimizer steps.
+    accum_steps: int = 1
+    # Imbalanced classes. class_weights: none, balanced (n / (k * count), scikit-learn's), or a file
+    # (JSON {class: weight} or one "class,weight" per line); sampler balanced draws every class
+    # equally often (with replacement), the same draw on every process and after a resume.
+    class_weights: str = "none"
+    sampler: str = "uniform"
+    # Early stopping: stop when the monitored validation metric has not improved for this many
+    # epochs (None: never); the monitored metric also chooses the best epoch (best.pt).
+    early_stop: Optional[int] = None
+    monitor: str = "val_accuracy"  # val_accuracy or val_loss
+    # calibration of the probabilities on the validation split at the end of the run: temperature
+    # (one scalar dividing the logits, fitted by NLL) or none.
+    calibrate: str = "temperature"
     # Fine-tuning.
     init: Optional[str] = None  # pretrained weights: a torchvision/timm/resnetkit file or a run directory
     freeze_stages: int = 0  # stem and first stages that stay fixed (0: none)
@@ -131,8 +152,15 @@ class TrainConfig:
         _choice(self, "audio_layout", AUDIO_LAYOUTS)
         _choice(self, "tta", TTA_MODES)
         _choice(self, "lr_unit", LR_UNITS)
+        _choice(self, "sampler", SAMPLERS)
+        _choice(self, "monitor", MONITORS)
+        _choice(self, "calibrate", CALIBRATIONS)
+        if not isinstance(self.class_weights, str) or not self.class_weights:
+            raise TypeError(f"class_weights must be none, balanced or a file of weights, got {self.class_weights!r}")
+        _integer(self, "accum_steps", minimum=1)
+        _integer(self, "early_stop", minimum=1, optional=True)
         check_fsdd_split(self.fsdd_split)
-        for name in ("model", "data", "augment", "device", "keywords"):
+        for name in ("model", "data", "augment", "device", "keywords", "path_col", "label_col"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise TypeError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
         _device_spelling(self.device)

@@ -16,9 +16,11 @@ from .metrics import ClassificationMetrics
 from .tta import with_tta
 
 
-def loss_fn(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0, reduction: str = "mean") -> torch.Tensor:
-    # cross_entropy takes class indices or (mixup/cutmix) probabilities alike.
-    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing, reduction=reduction)
+def loss_fn(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0, reduction: str = "mean",
+            weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    # cross_entropy takes class indices or (mixup/cutmix) probabilities alike; ``weight`` (one per
+    # class) weighs each sample's loss by its class, as torch defines it for both kinds of target.
+    return F.cross_entropy(logits.float(), targets, weight=weight, label_smoothing=label_smoothing, reduction=reduction)
 
 
 def soft_accuracy_hits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -41,18 +43,33 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate_batches(model: nn.Module, source: BatchSource, classes: Sequence[str], device: torch.device,
-                     dtype: torch.dtype = torch.float32) -> dict:
-    """Metrics of ``model`` over one pass of ``source`` (summed across processes under DDP)."""
+                     dtype: torch.dtype = torch.float32, temperature: float = 1.0) -> dict:
+    """Metrics of ``model`` over one pass of ``source`` (summed across processes under DDP).
+
+    ``temperature`` divides the logits before the loss and the calibration error (a calibrated
+    run's probabilities); accuracy does not depend on it.
+    """
     was_training = model.training
     model.eval()
-    metrics = ClassificationMetrics(len(classes), device=device)
+    metrics = ClassificationMetrics(len(classes), device=device, temperature=temperature)
     try:
         for x, y in source.epoch(0):
             with autocast(device, dtype):
                 logits = model(x)
-            metrics.update(logits.float(), y, loss_fn(logits, y, reduction="sum"))
+            metrics.update(logits.float(), y, loss_fn(logits.float() / temperature, y, reduction="sum"))
     finally:
         model.train(was_training)
+    metrics.reduce_across_processes()
+    return metrics.compute(list(classes))
+
+
+@torch.no_grad()
+def metrics_of_logits(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], device: torch.device,
+                      temperature: float = 1.0) -> dict:
+    """The metrics of :func:`evaluate_batches` from logits already computed (this process's share)."""
+    metrics = ClassificationMetrics(len(classes), device=device, temperature=temperature)
+    if len(labels):
+        metrics.update(logits.float(), labels, loss_fn(logits.float() / temperature, labels, reduction="sum"))
     metrics.reduce_across_processes()
     return metrics.compute(list(classes))
 
@@ -68,11 +85,13 @@ def evaluate(
     input_spec: Optional[InputSpec] = None,
     channels_last: bool = True,
     tta: str = "none",
+    temperature: float = 1.0,
 ) -> EvalResult:
     """Loss, accuracy and the full metrics of ``model`` on ``data`` (Keras' ``model.evaluate``).
 
     ``data`` is any labelled data of :mod:`resnetkit.data` or an ``(inputs, labels)`` pair.
     ``tta="flip"`` averages the logits of each image and its mirror (images only).
+    ``temperature`` divides the logits for the loss and the calibration error (``ece``).
     """
     device = resolve_device(device)
     model = model.to(device)
@@ -84,7 +103,7 @@ def evaluate(
     options = BatchOptions(train=False, batch_size=batch_size, device=device, channels_last=channels_last)
     model = with_tta(model, tta, spec.kind)
     source = data.batches(spec, options)
-    m = evaluate_batches(model, source, classes, device, resolve_precision(amp, device))
+    m = evaluate_batches(model, source, classes, device, resolve_precision(amp, device), temperature=temperature)
     # Left out when the data was read, and by the batch source while decoding (DataLoader workers).
     skipped = {f.path: f for f in [*getattr(data, "skipped", ()), *source.skipped]}
     m["skipped"] = [{"path": f.path, "reason": f.reason} for f in skipped.values()]

@@ -120,7 +120,8 @@ def export_run(
     fp32_path = out if not int8 else Path(tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".fp32.onnx")[1])
     try:
         graph, meta = export_model(run.model, fp32_path, fmt, input_spec=run.input_spec, classes=run.classes,
-                                   model_name=run.model_name, source=str(run.path), waveform=waveform)
+                                   model_name=run.model_name, source=str(run.path), waveform=waveform,
+                                   temperature=run.temperature)
         exported = load_exported(fp32_path)
         samples = sample_batches(held_out, exported.input_spec, parity_samples, seed=seed)
         if not samples:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..data import InputSpec, LabelledData, as_labelled_data, input_spec_from_dict, load_eval_data
+from ..data.label_files import is_label_file, read_label_file
 from ..models import create_model
 from ..models.weights import CheckpointError
 from ..runtime.device import resolve_device
@@ -34,6 +35,8 @@ class LoadedRun:
     device: torch.device
     _inference_models: dict = field(default_factory=dict, repr=False)
     config: Optional[dict] = field(default=None, repr=False)  # the run's TrainConfig as a dict (its data, for int8)
+    # Probabilities are softmax(logits / temperature): the run's calibration (1.0: none).
+    temperature: float = 1.0
 
     # Batches for evaluate in channels-last memory format (4-D inputs).
     channels_last: ClassVar[bool] = True
@@ -66,9 +69,17 @@ class LoadedRun:
             raise ValueError(f"{self.path}: the run's data has no training split to calibrate int8 on")
         return [x for x, _ in sample_batches(splits.train, self.input_spec, count, seed=1)]
 
-    def load_eval_data(self, path: str, on_corrupt: str = "skip") -> LabelledData:
-        """The held-out part of ``path`` (its test/ or val/ split, or all of it), read as the run was trained."""
-        return load_eval_data(self.input_spec, str(path), on_corrupt)
+    def load_eval_data(self, path: str, on_corrupt: str = "skip", path_col: str = "path",
+                       label_col: str = "label") -> LabelledData:
+        """The held-out part of ``path`` (its test/ or val/ split, or all of it), read as the run was trained.
+
+        A label file's labels must be classes of the model: one that is not is named with its line.
+        """
+        from ..data.label_files import check_known_labels, is_label_file, read_label_file
+
+        if is_label_file(path):
+            check_known_labels(read_label_file(path, path_col, label_col), self.classes)
+        return load_eval_data(self.input_spec, str(path), on_corrupt, path_col, label_col)
 
     def evaluate(self, data: Any, batch_size: int = 256, amp: str = "auto", precision: Optional[str] = None,
                  tta: str = "none") -> EvalResult:
@@ -87,7 +98,7 @@ class LoadedRun:
         model = with_tta(self.inference_model(amp), tta, self.kind)
         # The optimized module carries its own precision; autocast stays off around it.
         result = evaluate(model, data, batch_size=batch_size, device=self.device, amp="off", classes=self.classes,
-                          input_spec=self.input_spec, channels_last=self.channels_last)
+                          input_spec=self.input_spec, channels_last=self.channels_last, temperature=self.temperature)
         # Said in the output, as metrics.json of the run says it: which path computed the numbers.
         result.metrics["inference"] = model.description
         return result
@@ -113,7 +124,8 @@ class LoadedRun:
         results = []
         for start in range(0, len(items), step):
             prepared = self.input_spec.prepare(items[start : start + step], self.device)
-            probs = model(prepared.batch).float().softmax(1).cpu() if prepared.batch is not None else None
+            probs = ((model(prepared.batch).float() / self.temperature).softmax(1).cpu()
+                     if prepared.batch is not None else None)
             row = 0
             for name, error in zip(prepared.names, prepared.errors):
                 if error:
@@ -140,6 +152,8 @@ def expand_inputs(inputs: Any, spec: InputSpec) -> Iterable:
             if not files:
                 raise ValueError(f"folder {item} has no {spec.kind} files (expected {', '.join(exts)})")
             yield from files
+        elif is_label_file(item):  # its files, in its order (labels, if any, are not needed)
+            yield from (row.path for row in read_label_file(item, require_labels=False).rows)
         elif isinstance(item, (str, Path)) and not Path(item).exists():
             raise FileNotFoundError(f"{item}: no such file or folder")
         else:
@@ -169,7 +183,11 @@ def load_run(path: str | Path, device: str = "auto", weights: str = "best") -> L
     except (RuntimeError, TypeError, ValueError) as err:
         raise CheckpointError(f"{ckpt}: weights do not fit {state['model_name']}: {err}") from None
     model = model.to(dev).eval()
-    return LoadedRun(model, classes, spec, state["model_name"], ckpt, dev, config=state.get("config"))
+    temperature = state.get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise CheckpointError(f"{ckpt}: its temperature {temperature!r} is not a number > 0")
+    return LoadedRun(model, classes, spec, state["model_name"], ckpt, dev, config=state.get("config"),
+                     temperature=float(temperature))
 
 
 # What evaluate and predict accept for their precision: optimize_for_inference's, with fp32 for "off".
@@ -225,5 +243,5 @@ def load_model(path: str | Path, device: str = "auto", weights: str = "best") ->
         exported = load_exported(p, device=resolve_device(device))
         return LoadedExport(exported.module, exported.classes, exported.input_spec, exported.model_name, p,
                             exported.device, format=exported.format, precision=exported.precision,
-                            input=exported.input)
+                            input=exported.input, temperature=exported.temperature)
     return load_run(path, device=device, weights=weights)

@@ -20,6 +20,9 @@ import torch
 
 DeviceLike = Union[torch.device, str, int]
 
+# Equal-width confidence bins of the expected calibration error (Guo et al. 2017 use 15).
+ECE_BINS = 15
+
 
 def _loss_dtype(device: torch.device) -> torch.dtype:
     # float64 keeps the loss sum exact to ~1e-15 over millions of samples; MPS has no float64.
@@ -34,7 +37,7 @@ class ClassificationMetrics:
     with NCCL need CUDA tensors even on a process that saw no batch).
     """
 
-    def __init__(self, num_classes: int, device: Optional[DeviceLike] = None) -> None:
+    def __init__(self, num_classes: int, device: Optional[DeviceLike] = None, temperature: float = 1.0) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int):
             raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
         if num_classes < 1:
@@ -42,6 +45,11 @@ class ClassificationMetrics:
         self.num_classes = num_classes
         # "top-5" of a problem with fewer than 5 classes is top-K, as torchvision's references do.
         self.topk = min(5, num_classes)
+        # The probabilities whose calibration is measured are softmax(logits / temperature): the
+        # ones predict and serve report for a calibrated run.
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+        self.temperature = float(temperature)
         self._fixed_device = torch.device(device) if device is not None else None
         self.reset()
 
@@ -73,6 +81,8 @@ class ClassificationMetrics:
             # topk hits, samples, samples that came with a loss, targets outside [0, K)
             self._counts = torch.zeros(4, dtype=torch.int64, device=device)
             self._loss_sum = torch.zeros((), dtype=_loss_dtype(device), device=device)
+            # Per confidence bin: samples, summed top-1 confidence, correct top-1 predictions.
+            self._calibration = torch.zeros((3, ECE_BINS), dtype=_loss_dtype(device), device=device)
 
     @property
     def device(self) -> torch.device:
@@ -143,6 +153,13 @@ class ClassificationMetrics:
         self._counts[1].add_(n)
         self._counts[3].add_((~valid).sum())
 
+        confidence = (logits.float() / self.temperature).softmax(dim=1).amax(dim=1)
+        bins = (confidence * ECE_BINS).long().clamp_(0, ECE_BINS - 1)
+        kept = valid.to(self._calibration.dtype)
+        correct = (preds == targets).to(self._calibration.dtype) * kept
+        for row, values in enumerate((kept, confidence.to(self._calibration.dtype) * kept, correct)):
+            self._calibration[row].index_add_(0, bins, values)
+
         if loss is not None:
             self._add_loss(loss, n)
 
@@ -179,6 +196,9 @@ class ClassificationMetrics:
         dist.all_reduce(packed)
         loss_sum = self._loss_sum.clone()
         dist.all_reduce(loss_sum)
+        calibration = self._calibration.clone()
+        dist.all_reduce(calibration)
+        self._calibration.copy_(calibration)
         # copy_ rather than rebinding keeps the state a normal tensor if this runs in inference_mode.
         self._confusion.view(-1).copy_(packed[: k * k])
         self._counts.copy_(packed[k * k :])
@@ -212,7 +232,11 @@ class ClassificationMetrics:
         ({name: {precision, recall, f1, support}}), ``macro_avg`` ({precision, recall, f1},
         unweighted means over all K classes) and ``confusion_matrix`` (rows: true class,
         columns: predicted). A class never predicted has precision 0.0, one absent from the
-        targets recall 0.0, as scikit-learn with ``zero_division=0``.
+        targets recall 0.0, as scikit-learn with ``zero_division=0``. ``balanced_accuracy`` is the
+        mean recall over the classes present in the targets (scikit-learn's
+        ``balanced_accuracy_score``), ``macro_f1`` the unweighted mean F1; ``ece`` the expected
+        calibration error of softmax(logits / temperature) over 15 equal-width confidence bins,
+        and ``reliability`` those bins (samples, mean confidence, accuracy), for a reliability diagram.
         """
         names = self._check_names(class_names)
         # The one host sync of an evaluation.
@@ -233,6 +257,8 @@ class ClassificationMetrics:
         f1_denominator = predicted + support
         f1 = torch.where(f1_denominator > 0, 2 * tp / f1_denominator.clamp(min=1), zero)
 
+        present = support > 0
+        balanced = float(recall[present].mean()) if bool(present.any()) else 0.0
         per_class = {
             name: {
                 "precision": float(precision[i]),
@@ -248,12 +274,29 @@ class ClassificationMetrics:
             "top1": float(tp.sum()) / count if count else 0.0,
             "top5": hits / count if count else 0.0,
             "per_class": per_class,
+            "balanced_accuracy": balanced,
+            "macro_f1": float(f1.mean()),
             "macro_avg": {
                 "precision": float(precision.mean()),
                 "recall": float(recall.mean()),
                 "f1": float(f1.mean()),
             },
+            **self._calibration_metrics(),
             "confusion_matrix": confusion.tolist(),
+        }
+
+    def _calibration_metrics(self) -> dict[str, Any]:
+        counts, confidence, correct = self._calibration.cpu().double()
+        total = float(counts.sum())
+        gaps = (confidence - correct).abs().sum()  # sum over bins of n_b * |conf_b - acc_b|
+        occupied = counts > 0
+        mean = lambda values: torch.where(occupied, values / counts.clamp(min=1), torch.zeros_like(values))
+        return {
+            "ece": float(gaps) / total if total else 0.0,
+            "temperature": self.temperature,
+            "reliability": {"bins": ECE_BINS, "count": counts.long().tolist(),
+                            "confidence": [round(v, 6) for v in mean(confidence).tolist()],
+                            "accuracy": [round(v, 6) for v in mean(correct).tolist()]},
         }
 
     def __repr__(self) -> str:

@@ -9,6 +9,7 @@ of :mod:`resnetkit.data` only, whatever kind of input that is.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -32,9 +33,11 @@ from ..runtime.files import save_json, save_text
 from ..models.weights import CheckpointError
 from .checkpoint import check_writable, read_checkpoint, save_checkpoint, save_weights_safetensors
 from .config import TrainConfig, config_yaml
-from .evaluation import EvalResult, evaluate_batches, loss_fn, soft_accuracy_hits
+from .calibration import calibration_summary, collect_logits, fit_temperature
+from .evaluation import EvalResult, evaluate_batches, loss_fn, metrics_of_logits, soft_accuracy_hits
 from .finetune import FineTuning, is_head_parameter
 from .history import History, write_metrics_csv
+from .imbalance import balanced_sample_weights, class_weights, training_labels
 from .optim import Lookahead, build_optimizer, build_scheduler
 from .run_data import sample_batches
 from .tta import check_tta, with_tta
@@ -110,11 +113,25 @@ class Trainer:
         num_classes = len(self.classes) or getattr(model, "num_classes", None)
         common = dict(batch_size=cfg.batch_size, device=self.device, channels_last=cfg.channels_last, seed=cfg.seed,
                       dist=self.dist, workers=workers, num_classes=num_classes)
-        self.train_batches = self.train_data.batches(self.input_spec, BatchOptions(train=True, augment=self.augment, **common))
+        labels = (training_labels(self.train_data) if cfg.class_weights != "none" or cfg.sampler == "balanced"
+                  else None)
+        weights = class_weights(cfg.class_weights, labels, self.classes) if labels is not None else None
+        self.class_weights = weights.to(self.device) if weights is not None else None
+        draw = balanced_sample_weights(labels, len(self.classes)) if cfg.sampler == "balanced" else None
+        self.train_batches = self.train_data.batches(self.input_spec, BatchOptions(
+            train=True, augment=self.augment, sample_weights=draw, **common))
         self.val_batches = (self.val_data.batches(self.input_spec, BatchOptions(train=False, **common))
                             if self.val_data is not None else None)
+        if cfg.early_stop and self.val_batches is None:
+            raise ValueError(f"early_stop {cfg.early_stop} watches {cfg.monitor} on a validation split; the data has "
+                             "none (give --val-split, or a val/ folder)")
 
-        self.steps_per_epoch = len(self.train_batches)
+        # An optimizer step takes accum_steps batches; steps, schedules and budgets count optimizer steps.
+        self.micro_batches_per_epoch = len(self.train_batches)
+        if cfg.accum_steps > self.micro_batches_per_epoch:
+            raise ValueError(f"accum_steps {cfg.accum_steps} is more than the {self.micro_batches_per_epoch} batch(es) "
+                             f"of an epoch (batch size {cfg.batch_size}); lower --accum-steps or --batch-size")
+        self.steps_per_epoch = math.ceil(self.micro_batches_per_epoch / cfg.accum_steps)
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
 
@@ -148,9 +165,10 @@ class Trainer:
                           if cfg.lookahead_every else None)
 
         forward_model = self.model
+        self._ddp = None
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            forward_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            forward_model = self._ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         if cfg.compile:
             forward_model = torch.compile(forward_model)
         self.forward_model = forward_model
@@ -158,8 +176,11 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self.step_in_epoch = 0
         self.global_step = 0
-        self.best_acc = -1.0
+        self.best_acc = -1.0  # the best epoch's validation accuracy
         self.best_epoch = None
+        self.best_score: Optional[float] = None  # the monitored metric at the best epoch (higher is better)
+        self.stopped_early: Optional[int] = None  # the epoch early stopping ended the run after
+        self.temperature = 1.0  # fitted on the validation split at the end (calibrate: temperature)
         self.history = History()
         self.final_metrics: dict | None = None  # metrics.json of the finished run (best weights, TTA)
         self._partial = torch.zeros(3, dtype=torch.float64)  # loss sum, hits, samples of an interrupted epoch
@@ -256,18 +277,30 @@ class Trainer:
         finite = torch.ones((), dtype=torch.bool, device=self.device)
         step_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         taken = 0
-        for i, (x, y) in enumerate(self.train_batches.epoch(epoch, start)):
+        micro_batches = self.train_batches.epoch(epoch, start * cfg.accum_steps)
+        for i, group in enumerate(_groups(micro_batches, cfg.accum_steps)):
             if i >= remaining:
                 break
             taken += 1
-            with autocast(self.device, self.dtype):
-                logits = model(x)
-            loss = loss_fn(logits, y, cfg.label_smoothing)
-            finite &= torch.isfinite(loss)
+            self.optimizer.zero_grad(set_to_none=True)
+            group_size = sum(x.shape[0] for x, _ in group)
+            for j, (x, y) in enumerate(group):
+                # DDP all-reduces gradients on the last micro-batch only; each micro-batch's mean
+                # loss weighs by its share of the step's samples, so the step's gradient is that
+                # of one batch of all of them.
+                syncing = self._ddp is None or j == len(group) - 1
+                with contextlib.nullcontext() if syncing else self._ddp.no_sync():
+                    with autocast(self.device, self.dtype):
+                        logits = model(x)
+                    loss = loss_fn(logits, y, cfg.label_smoothing, weight=self.class_weights)
+                    finite &= torch.isfinite(loss)
+                    share = x.shape[0] / group_size
+                    self.scaler.scale(loss * share if len(group) > 1 else loss).backward()
+                n = x.shape[0]
+                step_sums += torch.stack([loss.detach().double() * n, soft_accuracy_hits(logits.detach(), y).double(),
+                                          torch.tensor(float(n), dtype=torch.float64, device=self.device)])
             if (i + 1) % check_every == 0 and not bool(self._all_finite(finite)):
                 self._diverged(loss)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
             if cfg.grad_clip:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -276,9 +309,6 @@ class Trainer:
             self.scheduler.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
-            n = x.shape[0]
-            step_sums += torch.stack([loss.detach().double() * n, soft_accuracy_hits(logits.detach(), y).double(),
-                                      torch.tensor(float(n), dtype=torch.float64, device=self.device)])
             self.global_step += 1
             self.step_in_epoch += 1
             if self.lookahead is not None:
@@ -449,6 +479,8 @@ class Trainer:
             "partial_seconds": self._partial_seconds,
             "best_acc": self.best_acc,
             "best_epoch": self.best_epoch,
+            "best_score": self.best_score,
+            "stopped_early": self.stopped_early,
             # The best epoch's weights travel inside last.pt: the one file written per step is
             # the whole record, and best.pt / best.safetensors can be rebuilt from it.
             "best_weights": self._best_weights,
@@ -473,13 +505,16 @@ class Trainer:
         self.epoch = state["epoch"]
         self.step_in_epoch = state["step_in_epoch"]
         self.global_step = state["global_step"]
-        if self.config.time_budget_min and "total_steps" in state:
+        self.stopped_early = state.get("stopped_early")
+        if (self.config.time_budget_min or self.stopped_early) and "total_steps" in state:
             self.total_steps = state["total_steps"]
             self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self._partial = state["partial"].clone()
         self._partial_seconds = state["partial_seconds"]
         self.best_acc = state["best_acc"]
         self.best_epoch = state["best_epoch"]
+        # Checkpoints from before the monitor setting chose the best epoch by accuracy.
+        self.best_score = state.get("best_score", self.best_acc if self.best_epoch is not None else None)
         self._best_weights = state.get("best_weights")
         self.history = History(state["history"])
 
@@ -506,18 +541,38 @@ class Trainer:
         complete record, from which a resume rebuilds the others."""
         self._check_finite_state(row)
         val_finite = row["val_loss"] is not None and math.isfinite(row["val_loss"])
-        improved = row["val_acc"] is not None and val_finite and row["val_acc"] > self.best_acc
+        score = self._monitored(row) if row["val_acc"] is not None and val_finite else None
+        improved = score is not None and (self.best_score is None or score > self.best_score)
         if row["val_acc"] is not None and not val_finite:
             log.warning("epoch %d: the validation loss is %s; this epoch cannot be the best", row["epoch"], row["val_loss"])
         if improved or self.val_batches is None:
             self.best_acc, self.best_epoch = (row["val_acc"] if improved else self.best_acc), row["epoch"]
+            self.best_score = score if improved else self.best_score
             self._best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.eval_model.state_dict().items()}
+        self._check_early_stop(row)  # before last.pt: a resume after a kill here ends where this run ends
         if not (self.run_dir and self.dist.is_main):
             return
         write_metrics_csv(self.history, self.run_dir / "metrics.csv")
         self._save_checkpoint("last.pt")
         if improved or self.val_batches is None:
             self._write_best_files()
+
+    def _monitored(self, row: dict) -> float:
+        """The monitored validation metric of an epoch, as a score where higher is better."""
+        return -row["val_loss"] if self.config.monitor == "val_loss" else row["val_acc"]
+
+    def _check_early_stop(self, row: dict) -> None:
+        """End the run once ``early_stop`` epochs have passed without the monitored metric improving."""
+        patience = self.config.early_stop
+        if not patience or row["val_acc"] is None or self.best_epoch is None or self.global_step >= self.total_steps:
+            return
+        if row["epoch"] - self.best_epoch >= patience:
+            self.stopped_early = row["epoch"]
+            self.total_steps, self.epochs = self.global_step, self.epoch
+            if self.dist.is_main:
+                log.info("early stop after epoch %d: %s has not improved for %d epoch(s) since epoch %d; "
+                         "the run keeps epoch %d's weights", row["epoch"], self.config.monitor,
+                         row["epoch"] - self.best_epoch, self.best_epoch, self.best_epoch)
 
     def _check_finite_state(self, row: dict) -> None:
         """A model whose weights or BatchNorm statistics are NaN/inf is never written nor called good."""
@@ -543,12 +598,14 @@ class Trainer:
             "ema": None,
             "epoch": self.best_epoch,
             "val_acc": self.best_acc if self.best_acc >= 0 else None,
+            "temperature": self.temperature,  # predict and serve divide the logits by it
         }
 
     def _write_best_files(self) -> None:
         save_checkpoint(self.best_checkpoint_state(), self.run_dir / "best.pt")
         meta = {"model_name": str(getattr(self.model, "model_name", "")), "classes": ",".join(self.classes),
-                "epoch": str(self.best_epoch), "val_acc": str(self.best_acc)}
+                "epoch": str(self.best_epoch), "val_acc": str(self.best_acc),
+                "temperature": repr(self.temperature)}
         save_weights_safetensors(self._best_weights, self.run_dir / "best.safetensors", meta)
 
     def sync_best_files(self) -> bool:
@@ -582,15 +639,29 @@ class Trainer:
             model.load_state_dict(self._best_weights)
         served = optimize_for_inference(model, precision=self.config.amp, device=self.device, compile=False)
         served = with_tta(served, self.config.tta, self.input_spec.kind)
-        m = evaluate_batches(served, self.val_batches, self.classes, self.device)
+        logits, labels = collect_logits(served, self.val_batches, self.device)
+        calibration = None
+        if self.config.calibrate == "temperature":
+            self.temperature = fit_temperature(logits, labels)
+            before = metrics_of_logits(logits, labels, self.classes, self.device)
+        m = metrics_of_logits(logits, labels, self.classes, self.device, temperature=self.temperature)
+        if self.config.calibrate == "temperature":
+            calibration = calibration_summary(before, m, self.temperature, self.classes)
         m["epoch"] = self.best_epoch
         m["inference"] = served.description
+        m["calibration"] = calibration
+        if self.stopped_early:
+            m["stopped_early"] = {"after_epoch": self.stopped_early, "monitor": self.config.monitor,
+                                  "patience": self.config.early_stop}
         return m
 
     def _write_final_report(self, metrics: dict | None) -> None:
         """metrics.json first, then the plots: a plot that fails is a warning and never costs the metrics."""
-        from ..report.plots import plot_confusion, plot_curves, plot_preview
+        from ..report.plots import plot_calibration, plot_confusion, plot_curves, plot_preview
 
+        if metrics is not None and metrics.get("calibration"):
+            # best.pt gains the fitted temperature before metrics.json marks the run finished.
+            self._write_best_files()
         if metrics is not None:
             save_json(metrics, self.run_dir / "metrics.json")
         plots = [("curves.png", lambda path: plot_curves(self.history, path,
@@ -600,12 +671,26 @@ class Trainer:
             plots.append((preview.filename, lambda path: plot_preview(preview, path)))
         if metrics is not None:
             plots.append(("confusion.png", lambda path: plot_confusion(metrics["confusion_matrix"], self.classes, path)))
+        if metrics is not None and metrics.get("calibration"):
+            plots.append(("calibration.png", lambda path: plot_calibration(metrics["calibration"], path)))
         for name, draw in plots:
             try:
                 draw(self.run_dir / name)
             except Exception as err:  # matplotlib's own errors, a full disk: the run's record stays complete
                 log.warning("%s was not drawn (%s: %s); the run's metrics and checkpoints are complete",
                             self.run_dir / name, type(err).__name__, str(err).strip().splitlines()[0] if str(err).strip() else "")
+
+
+def _groups(batches, size: int):
+    """Consecutive lists of ``size`` batches (the last one may be shorter): one optimizer step each."""
+    group = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def _safetensors_epoch(path: Path) -> Optional[str]:

@@ -115,6 +115,10 @@ class ExportedModel:
     def input(self) -> str:
         return self.metadata.input
 
+    @property
+    def temperature(self) -> float:
+        return float(self.metadata.temperature)
+
 
 def load_exported(path: str | Path, device: str | torch.device = "cpu") -> ExportedModel:
     """Read an ONNX, TorchScript or ``.pt2`` file written by ``resnetkit export``.

@@ -90,10 +90,11 @@ def export_model(
     model_name: str | None = None,
     source: str = "",
     waveform: bool | None = None,
+    temperature: float = 1.0,
 ) -> tuple[ExportGraph, ExportMetadata]:
     """Export ``model`` (fp32, eval mode) to ``path`` as ``fmt`` (onnx, torchscript, pt2).
 
-    ``input_spec`` and ``classes`` travel inside the file. Audio models export with their
+    ``input_spec``, ``classes`` and the calibration ``temperature`` travel inside the file. Audio models export with their
     feature front end (``waveform=None``: when it exports; ``True``: or fail; ``False``: never),
     otherwise from features, which the metadata's ``input`` field and ``notes`` say.
     Returns the exported graph (the torch module the file should match) and the metadata.
@@ -111,7 +112,7 @@ def export_model(
     if audio and waveform is False:
         graph.notes.append("exported from features: resnetkit computes them from raw audio with input_spec")
     try:
-        meta = _metadata(graph, input_spec, classes, name, source)
+        meta = _metadata(graph, input_spec, classes, name, source, temperature)
         export_graph(graph, path, fmt, meta)
     except Exception as err:
         if graph.input != "waveform" or waveform:
@@ -122,7 +123,7 @@ def export_model(
         graph = graph_for(model, input_spec, waveform=False)
         graph.notes.append(f"exported from features: the audio front end did not export to {fmt} ({reason[:200]}); "
                            "resnetkit computes the features from raw audio with input_spec")
-        meta = _metadata(graph, input_spec, classes, name, source)
+        meta = _metadata(graph, input_spec, classes, name, source, temperature)
         export_graph(graph, path, fmt, meta)
     return graph, meta
 
@@ -135,8 +136,10 @@ def _num_outputs(model: nn.Module, spec: InputSpec) -> int:
         return int(model.eval()(torch.zeros(EXAMPLE_BATCH, *spec.input_size)).shape[1])
 
 
-def _metadata(graph: ExportGraph, spec: InputSpec, classes: Sequence[str], name: str, source: str) -> ExportMetadata:
+def _metadata(graph: ExportGraph, spec: InputSpec, classes: Sequence[str], name: str, source: str,
+              temperature: float = 1.0) -> ExportMetadata:
     return ExportMetadata(model_name=name, classes=list(classes), input_spec=spec.to_dict(), input=graph.input,
+                          temperature=float(temperature),
                           input_shape=list(graph.example.shape[1:]), source=source, notes=list(graph.notes),
                           versions={"resnetkit": __version__, "torch": torch.__version__.split("+")[0]})
 

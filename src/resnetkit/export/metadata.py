@@ -38,6 +38,8 @@ class ExportMetadata:
     input: str  # see GRAPH_INPUTS
     input_shape: list[int]  # one input without the batch axis (the batch axis is dynamic)
     precision: str = "fp32"  # fp32 or int8
+    # The graph gives logits; probabilities are softmax(logits / temperature), the run's calibration.
+    temperature: float = 1.0
     source: str = ""  # the checkpoint it was exported from
     notes: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
@@ -62,6 +64,9 @@ class ExportMetadata:
             raise ValueError(f"{path}: its metadata's classes must be a non-empty list of names, got {classes!r}")
         if not isinstance(values["input_spec"], dict):
             raise ValueError(f"{path}: its metadata's input_spec must be a dict, got {type(values['input_spec']).__name__}")
+        temperature = values.get("temperature", 1.0)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"{path}: its metadata's temperature must be a number > 0, got {temperature!r}")
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -77,7 +82,7 @@ def from_onnx_props(props: dict[str, str]) -> dict[str, Any]:
     for key, text in props.items():
         if key not in ExportMetadata.__dataclass_fields__:
             continue  # another tool's metadata
-        if key in ("classes", "input_spec", "input_shape", "notes", "versions"):
+        if key in ("classes", "input_spec", "input_shape", "notes", "versions", "temperature"):
             try:
                 values[key] = json.loads(text)
             except json.JSONDecodeError:

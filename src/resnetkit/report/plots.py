@@ -263,6 +263,49 @@ def plot_confusion(
     return _save(fig, path)
 
 
+def plot_calibration(calibration: Mapping[str, Any], path: PathLike) -> Path:
+    """Reliability diagram: accuracy against confidence per bin, before and after the temperature.
+
+    ``calibration`` is metrics.json's ``calibration`` entry (``reliability_before`` and
+    ``reliability_after``: per bin its sample count, mean confidence and accuracy). A calibrated
+    model's bars follow the diagonal; bars below it are over-confidence.
+    """
+    _check_path(path)
+    panels = []
+    for key, label in (("reliability_before", "before"), ("reliability_after", "after")):
+        bins = calibration.get(key) if isinstance(calibration, Mapping) else None
+        if not isinstance(bins, Mapping) or not all(k in bins for k in ("count", "confidence", "accuracy")):
+            raise ValueError(f"calibration must hold {key} with count, confidence and accuracy per bin")
+        ece = calibration.get("ece_before" if label == "before" else "ece_after")
+        title = f"{label} (T = 1)" if label == "before" else f"after (T = {float(calibration['temperature']):.3g})"
+        panels.append((title, bins, ece))
+    fig = _new_figure(10.0, 4.6)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, (title, bins, ece) in zip(axes, panels):
+        counts = np.asarray(bins["count"], dtype=np.float64)
+        k = len(counts)
+        edges = np.linspace(0.0, 1.0, k + 1)
+        centres = (edges[:-1] + edges[1:]) / 2
+        accuracy = np.asarray(bins["accuracy"], dtype=np.float64)
+        confidence = np.asarray(bins["confidence"], dtype=np.float64)
+        used = counts > 0
+        ax.bar(centres[used], accuracy[used], width=1.0 / k, edgecolor="black", color="tab:blue", label="accuracy")
+        low = np.minimum(accuracy, confidence)
+        ax.bar(centres[used], np.abs(confidence - accuracy)[used], bottom=low[used], width=1.0 / k,
+               color="tab:red", alpha=0.35, edgecolor="tab:red", label="gap to the mean confidence")
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (top-1 probability)")
+        ax.set_title(f"{title}: ECE {100 * float(ece):.2f}%" if ece is not None else title)
+        ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(loc="upper left", fontsize=8)
+    fig.suptitle("Reliability diagram on the validation split")
+    return _save(fig, path)
+
+
 # --------------------------------------------------------------------------------------
 # Spectrograms
 # --------------------------------------------------------------------------------------
