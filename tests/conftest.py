@@ -129,3 +129,53 @@ def audio_run(fsdd_subset, tmp_path_factory) -> Path:
     train(TrainConfig(model="res8", data=str(root / "fsdd"), audio=dict(TINY_AUDIO), epochs=2, batch_size=16,
                       optimizer="adamw", lr=3e-3, augment="none", seed=0, quiet=True, out=str(root / "run")))
     return root / "run"
+
+
+# -- published weights without a download ----------------------------------------------------------
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch) -> Path:
+    """An empty torch.hub cache for this test: ``$TORCH_HOME`` (files go to ``hub/checkpoints``)."""
+    home = tmp_path / "torch-home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def publish_weights(torch_home, monkeypatch) -> Callable:
+    """``publish_weights(model, state_dict, tag=None)``: a stand-in for a published file, no network.
+
+    The state dict is saved, named as torchvision names its files (``<model>-<sha256[:8]>.pth``)
+    and put in the test's torch.hub cache; the entry of ``model``/``tag`` (default: its default)
+    then points at that name, so the hash check passes for this file exactly. Everything else of
+    the entry (classes, preprocessing, accuracy) stays the publisher's. Returns the entry.
+    """
+    import dataclasses
+    import hashlib
+
+    import torch
+
+    from resnetkit.models import pretrained
+
+    real_entries = pretrained._entries
+    published: dict[tuple[str, str], pretrained.PretrainedWeights] = {}
+
+    def entries(name: str):
+        return tuple(published.get((name, w.tag), w) for w in real_entries(name))
+
+    def publish(model: str, state: dict, tag: str | None = None) -> pretrained.PretrainedWeights:
+        entry = pretrained.pretrained_weights(model, tag or True)
+        checkpoints = torch_home / "hub" / "checkpoints"
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        staging = checkpoints / "staging.pth"
+        torch.save(state, staging)
+        prefix = hashlib.sha256(staging.read_bytes()).hexdigest()[:8]
+        name = f"{model}-{prefix}.pth"
+        staging.rename(checkpoints / name)
+        published[(model, entry.tag)] = dataclasses.replace(
+            entry, url=f"https://download.pytorch.org/models/{name}", sha256_prefix=prefix)
+        monkeypatch.setattr(pretrained, "_entries", entries)
+        return published[(model, entry.tag)]
+
+    return publish

@@ -11,6 +11,7 @@ from .models import (
     freeze_batchnorm,
     freeze_stages,
     list_models,
+    list_pretrained,
     load_checkpoint,
     model_stats,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "freeze_batchnorm",
     "freeze_stages",
     "list_models",
+    "list_pretrained",
     "load_checkpoint",
     "model_stats",
     "optimize_for_inference",

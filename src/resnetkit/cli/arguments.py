@@ -15,3 +15,8 @@ def key_value(text: str) -> tuple[str, object]:
         return key.strip(), yaml.safe_load(value)  # numbers, booleans and lists as in a recipe
     except yaml.YAMLError:
         raise argparse.ArgumentTypeError(f"cannot read the value of {text!r}") from None
+
+
+def add_pretrained_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, help_text: str) -> None:
+    """``--pretrained [TAG]``: True without a tag (the model's default weights), else the tag."""
+    p.add_argument("--pretrained", nargs="?", const=True, metavar="TAG", help=help_text)

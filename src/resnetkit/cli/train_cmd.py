@@ -10,7 +10,7 @@ from dataclasses import fields
 
 
 from resnetkit.data.audio_features import FEATURE_KINDS
-from resnetkit.cli.arguments import key_value
+from resnetkit.cli.arguments import add_pretrained_argument, key_value
 from resnetkit.data.augment import FLIP_MODES, PAD_MODES
 from resnetkit.engine.config import (
     AMP_MODES,
@@ -61,6 +61,9 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     f = p.add_argument_group("fine-tuning")
     f.add_argument("--init", metavar="FILE_OR_RUN",
                    help="start from pretrained weights: a torchvision/timm/resnetkit file or a run directory")
+    add_pretrained_argument(f, "start from the model's published weights (torchvision's, or timm's for ResNet-D and "
+                            "SE-ResNet50), fetched through torch.hub's cache: the default ones, or TAG "
+                            "(e.g. IMAGENET1K_V2; see `resnetkit models --pretrained`)")
     f.add_argument("--freeze-stages", type=int, help="keep the stem and the first K-1 stages fixed (K stages)")
     f.add_argument("--freeze-bn", action="store_true", default=None, help="keep every BatchNorm's statistics")
     f.add_argument("--backbone-lr-mult", type=float, help="learning rate of all but the classifier, relative to --lr")

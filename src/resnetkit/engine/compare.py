@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from ..data import input_spec_from_dict
-from ..models import model_stats
+from ..models import model_stats, pretrained_weights
 from ..runtime.files import save_json, save_text
 from .config import TrainConfig
 from .inference import load_run
@@ -43,6 +43,9 @@ def compare(models: Sequence[str], config: TrainConfig, out_dir: str | Path, mea
     out.mkdir(parents=True, exist_ok=True)
     if not models:
         raise ValueError("compare needs at least one model (--models resnet20,plain20,...)")
+    if config.pretrained:  # every model must have the weights before the first one trains
+        for name in models:
+            pretrained_weights(name, config.pretrained)
     save_text(yaml.safe_dump({"models": list(models), "config": config.to_dict()}, sort_keys=False), out / "compare.yaml")
     for name in models:
         run_dir = out / name

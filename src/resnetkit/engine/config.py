@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 import yaml
 
@@ -109,6 +109,9 @@ class TrainConfig:
     calibrate: str = "temperature"
     # Fine-tuning.
     init: Optional[str] = None  # pretrained weights: a torchvision/timm/resnetkit file or a run directory
+    # Published weights by name (models/pretrained.py): true for the model's default, or a tag such as
+    # IMAGENET1K_V2; fetched through torch.hub's cache, they are `init` from that file plus its preprocessing.
+    pretrained: Optional[Union[bool, str]] = None
     freeze_stages: int = 0  # stem and first stages that stay fixed (0: none)
     freeze_bn: bool = False  # every BatchNorm keeps its pretrained statistics and affine
     backbone_lr_mult: float = 1.0  # learning rate of all but the classifier, relative to lr
@@ -184,6 +187,15 @@ class TrainConfig:
         _number(self, "backbone_lr_mult", low=0, low_open=True)
         if self.init is not None and (not isinstance(self.init, str) or not self.init):
             raise TypeError(f"init must be a path to a weights file or run directory, got {self.init!r}")
+        if self.pretrained is not None and not isinstance(self.pretrained, bool) and (
+                not isinstance(self.pretrained, str) or not self.pretrained.strip()):
+            raise TypeError(f"pretrained must be true or a tag such as IMAGENET1K_V2, got {self.pretrained!r}")
+        if self.pretrained and self.init:
+            raise ValueError(f"give init (a weights file or run: {self.init!r}) or pretrained (published weights by "
+                             f"name: {self.pretrained!r}), not both")
+        if self.pretrained and self.model_args.get("whiten"):
+            raise ValueError("whiten puts a whitening layer before conv1; pretrained weights expect the image at conv1 "
+                             "(drop one of whiten and pretrained)")
         _number(self, "lr", low=0, low_open=True)
         _number(self, "momentum", low=0, high=1, high_open=True)
         _number(self, "weight_decay", low=0)

@@ -11,7 +11,8 @@ from typing import Sequence
 from torch import nn
 
 from ..data import ImageInputSpec, input_spec_from_dict
-from ..models import freeze_batchnorm, freeze_stages
+from ..models import PretrainedWeights, freeze_batchnorm, freeze_stages
+from ..models.pretrained import load_pretrained
 from ..models.weights import CheckpointError, load_weights, read_state_dict
 from .checkpoint import checkpoint_weights, read_checkpoint
 from .checkpoint import find_checkpoint
@@ -45,6 +46,17 @@ def initialize_from(model: nn.Module, source: str | Path, classes: Sequence[str]
         report.append(f"preprocessing from {path.name}: mean {spec.mean}, std {spec.std}, "
                       f"size {spec.image_size[0]}x{spec.image_size[1]}")
     return report
+
+
+def initialize_from_pretrained(model: nn.Module, weights: PretrainedWeights, path: Path,
+                               classes: Sequence[str]) -> list[str]:
+    """``--pretrained``: :func:`initialize_from` for the published file at ``path`` (already fetched).
+
+    The published classifier is kept only for the same classes in the same order (training on
+    ImageNet's own labels); otherwise it starts fresh. The weights' preprocessing (mean, std,
+    resize and crop) becomes the model's data config, as a resnetkit run's does for ``--init``.
+    """
+    return load_pretrained(model, weights, path, keep_head=list(classes) == list(weights.classes))
 
 
 def _resnetkit_state(path: Path):

@@ -11,7 +11,8 @@ from torch import nn
 
 from ..data import InputSpec, LabelledData, as_labelled_data, input_spec_from_dict, load_eval_data
 from ..data.label_files import is_label_file, read_label_file
-from ..models import create_model
+from ..data.specs import image_spec_for_model
+from ..models import create_model, pretrained_weights
 from ..models.weights import CheckpointError
 from ..runtime.device import resolve_device
 from .checkpoint import checkpoint_weights, find_checkpoint, read_checkpoint
@@ -188,6 +189,28 @@ def load_run(path: str | Path, device: str = "auto", weights: str = "best") -> L
         raise CheckpointError(f"{ckpt}: its temperature {temperature!r} is not a number > 0")
     return LoadedRun(model, classes, spec, state["model_name"], ckpt, dev, config=state.get("config"),
                      temperature=float(temperature))
+
+
+@dataclass
+class LoadedPretrained(LoadedRun):
+    """Published weights (``--model NAME --pretrained [TAG]``) with the surface of a trained run.
+
+    Its classes are the publisher's (ImageNet's), its input spec the weights' preprocessing.
+    There is no training split to calibrate int8 on.
+    """
+
+    def calibration_samples(self, count: int = 512) -> list[torch.Tensor]:
+        raise ValueError(f"{self.model_name} with published weights has no training data to calibrate int8 on; "
+                         "use fp32, bf16 or fp16")
+
+
+def load_pretrained_model(name: str, tag: bool | str = True, device: str = "auto") -> LoadedPretrained:
+    """A zoo model with published weights (fetched through torch.hub's cache), ready for predict and evaluate."""
+    weights = pretrained_weights(name, tag)
+    dev = resolve_device(device)
+    model = create_model(name, pretrained=weights.tag)
+    spec = image_spec_for_model(model, model.in_chans)
+    return LoadedPretrained(model.to(dev).eval(), list(weights.classes), spec, name, weights.cache_path, dev)
 
 
 # What evaluate and predict accept for their precision: optimize_for_inference's, with fp32 for "off".

@@ -10,13 +10,13 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from ..models import create_model
+from ..models import create_model, fetch_weights, pretrained_weights
 from ..models.weights import CheckpointError
 from ..runtime import distributed
 from ..runtime.device import resolve_device, set_seed
 from .checkpoint import read_checkpoint
 from .config import TrainConfig, merge_settings
-from .finetune import initialize_from
+from .finetune import initialize_from, initialize_from_pretrained
 from .history import History
 from .run_data import load_data
 from .run_dir import claim, holds_run, is_finished, resolve_run_dir
@@ -132,6 +132,12 @@ def train(config: Optional[TrainConfig] = None, resume: str | Path | None = None
         state = read_checkpoint(ckpt_path)
         config = _resume_config(changes, state, ckpt_path)
         folder = ckpt_path.parent
+    pretrained = None
+    if config.pretrained and state is None:  # a resumed run has its own weights already
+        # Before any data is read: an unknown tag or a machine without the file and without
+        # internet stops here, not after the data set has loaded.
+        pretrained = pretrained_weights(config.model, config.pretrained)
+        pretrained_path = fetch_weights(pretrained)
     device = resolve_device(config.device)
     dist = distributed.init_distributed(device.type)
     set_seed(config.seed + dist.rank, config.deterministic)
@@ -148,6 +154,9 @@ def train(config: Optional[TrainConfig] = None, resume: str | Path | None = None
     if config.init and state is None:  # a resumed run has its own weights already
         for line in initialize_from(model, config.init, splits.classes):
             log.info("--init: %s", line)
+    if pretrained is not None:
+        for line in initialize_from_pretrained(model, pretrained, pretrained_path, splits.classes):
+            log.info("--pretrained %s: %s", pretrained.tag, line)
     if state is not None and list(state["classes"]) != list(splits.classes):
         raise CheckpointError(
             f"cannot resume {resume}: it was trained on classes {state['classes']}, "

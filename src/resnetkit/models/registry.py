@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from .pretrained import load_pretrained, pretrained_weights
 from .tweaks import GENERIC_OPTIONS, ModelTweaks, PatchWhitening
 
 
@@ -92,6 +93,7 @@ def create_model(
     name: str,
     *,
     checkpoint_path: str | Path | None = None,
+    pretrained: bool | str = False,
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
     **kwargs,
@@ -103,6 +105,12 @@ def create_model(
         checkpoint_path: weights to load (torchvision, timm or resnetkit; .pth/.pt/.safetensors).
             conv1 is adapted when ``in_chans`` differs and the classifier is re-initialized
             when ``num_classes`` differs.
+        pretrained: published weights by name (:mod:`resnetkit.models.pretrained`): True for the
+            default, or a tag (``"IMAGENET1K_V2"``, timm's ``"ra2_in1k"``), fetched through
+            torch.hub's cache with the hash checked. The model gets their preprocessing as
+            ``data_config``, ``pretrained_cfg`` and, with the published classifier, ``class_names``.
+            With another ``num_classes`` the whole file still loads strictly, then the
+            classifier is replaced (fresh, ``num_classes`` outputs; 0 removes it).
         features_only: return a backbone that outputs a list of feature maps.
         out_indices: which feature levels ``features_only`` returns (default: all).
         **kwargs: the builder's keyword arguments (num_classes, in_chans, activation, norm, ...),
@@ -111,6 +119,15 @@ def create_model(
     """
     entry = get_model_entry(name)
     tweaks = ModelTweaks.take(kwargs)  # whiten, dirac_init, bn_*: options of every model (tweaks.py)
+    weights, num_classes = None, kwargs.get("num_classes")
+    if pretrained is not False and pretrained is not None:
+        if checkpoint_path is not None:
+            raise ValueError("give pretrained (published weights by name) or checkpoint_path (a file), not both")
+        if tweaks.whiten:
+            raise ValueError("whiten puts a whitening layer before conv1; pretrained weights expect the image at conv1")
+        weights = pretrained_weights(name, pretrained)  # before building: an unknown tag costs nothing
+        # Built as published, so that the whole file loads strictly; another head replaces it below.
+        kwargs["num_classes"] = len(weights.classes)
     for key in kwargs:
         if key in entry.fixed and not entry.builder_checks_fixed:  # the builder sets it itself
             raise TypeError(_option_error(entry, key, f"fixes {key} (it is part of what the name means)"))
@@ -130,6 +147,11 @@ def create_model(
         from .weights import load_checkpoint
 
         load_checkpoint(model, checkpoint_path)
+    if weights is not None:
+        load_pretrained(model, weights)
+        if num_classes is not None and num_classes != len(weights.classes):
+            model.reset_classifier(num_classes)
+            model.class_names = None
     if features_only:
         from .base import FeatureListNet
 
