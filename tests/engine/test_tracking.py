@@ -137,6 +137,7 @@ def test_only_the_main_process_tracks_and_it_needs_a_run_directory(tmp_path):
         create_trackers(config, None, DistInfo())
 
 
+@pytest.mark.slow  # two trainings
 def test_a_resumed_run_may_change_its_trackers(tmp_path):
     train(_config(tmp_path / "run", epochs=1))
     summary = train(resume=tmp_path / "run", changes={"epochs": 2, "log": "tensorboard"})
@@ -229,6 +230,7 @@ def test_tensorboard_event_files_read_back(tmp_path):
     assert list(runs) == ["digits"]
 
 
+@pytest.mark.slow  # two trainings
 def test_a_resumed_run_keeps_one_tensorboard_value_per_step(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
@@ -244,6 +246,7 @@ def test_a_resumed_run_keeps_one_tensorboard_value_per_step(tmp_path):
     assert 99.0 not in [e.value for e in loss]
 
 
+@pytest.mark.slow  # two trainings
 def test_overwrite_removes_the_old_event_files(tmp_path):
     train(_config(tmp_path / "run", epochs=1, log="tensorboard"))
     first = {p.name for p in (tmp_path / "run").glob("events.out.tfevents.*")}
