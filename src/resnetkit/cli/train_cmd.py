@@ -145,6 +145,15 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=int)
     s.add_argument("--deterministic", action="store_true", default=None)
     s.add_argument("--quiet", action="store_true", default=None, help="log lines instead of progress bars")
+    t = p.add_argument_group("experiment tracking (pip install 'resnetkit[track]')")
+    t.add_argument("--log", metavar="TRACKERS",
+                   help="comma-separated: tensorboard (event files in the run directory), mlflow; none turns off "
+                   "a recipe's")
+    t.add_argument("--log-every", type=int, metavar="STEPS",
+                   help="optimizer steps between the trackers' training loss, lr and throughput (default 20)")
+    t.add_argument("--mlflow-uri", metavar="URI",
+                   help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else ./mlflow.db with artifacts in "
+                   "./mlruns); an unreachable server costs a warning, never the run")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 

@@ -20,6 +20,7 @@ from ..data.audio_features import FEATURE_KINDS, FeatureConfig
 from ..data.audio_layouts import AUDIO_LAYOUTS, check_fsdd_split
 from ..data.folders import ON_CORRUPT
 from ..runtime.device import PRECISIONS
+from .tracking import LOGGERS, check_mlflow_uri, parse_loggers
 from .tta import TTA_MODES
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -31,8 +32,8 @@ SAMPLERS = ("uniform", "balanced")
 MONITORS = ("val_accuracy", "val_loss")
 CALIBRATIONS = ("temperature", "none")
 RECIPE_PACKAGE = "resnetkit.recipes"
-__all__ = ["AMP_MODES", "AUDIO_LAYOUTS", "CALIBRATIONS", "FEATURE_KINDS", "LR_UNITS", "MILESTONE_UNITS", "MONITORS",
-           "ON_CORRUPT", "OPTIMIZERS", "SAMPLERS", "SCHEDULES",
+__all__ = ["AMP_MODES", "AUDIO_LAYOUTS", "CALIBRATIONS", "FEATURE_KINDS", "LOGGERS", "LR_UNITS", "MILESTONE_UNITS",
+           "MONITORS", "ON_CORRUPT", "OPTIMIZERS", "SAMPLERS", "SCHEDULES",
            "TrainConfig", "build_config", "load_recipe", "recipe_names"]
 
 
@@ -132,12 +133,18 @@ class TrainConfig:
     quiet: bool = False
     eval_every: int = 1  # epochs between validations
     tta: str = "none"  # test-time augmentation of the final metrics (metrics.json): none or flip (images)
+    # Experiment tracking (engine/tracking.py): trackers, as a list or "tensorboard,mlflow".
+    log: list[str] = field(default_factory=list)
+    log_every: int = 20  # optimizer steps between the trackers' training points (loss, lr, throughput)
+    # MLflow tracking URI; None: $MLFLOW_TRACKING_URI, else ./mlflow.db with the artifacts in ./mlruns.
+    mlflow_uri: Optional[str] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.audio, FeatureConfig):
             self.audio = self.audio.to_dict()
         elif isinstance(self.audio, dict):
             self.audio = dict(self.audio)
+        self.log = parse_loggers(self.log)  # one spelling in config.yaml, whichever was given
         self.validate()
 
     @property
@@ -206,6 +213,11 @@ class TrainConfig:
         _number(self, "lookahead_decay", low=0, high=1, low_open=True)
         _number(self, "norm_lr_mult", low=0, low_open=True)
         _integer(self, "whiten_bias_epochs", minimum=0)
+        if parse_loggers(self.log) != self.log:
+            raise ValueError(f"log must be a list of distinct tracker names ({', '.join(LOGGERS)}), got {self.log!r}")
+        _integer(self, "log_every", minimum=1)
+        if self.mlflow_uri is not None:
+            check_mlflow_uri(self.mlflow_uri, "mlflow_uri")
         _number(self, "gamma", low=0, high=1, low_open=True)
         _number(self, "label_smoothing", low=0, high=1, high_open=True)
         _number(self, "time_budget_min", low=0, low_open=True, optional=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..runtime.files import remove_stale_temporaries
+from .tracking import EVENT_FILES, TRACKING_FILE
 
 try:  # POSIX; on other systems runs are not locked
     import fcntl
@@ -26,7 +27,7 @@ except ImportError:  # pragma: no cover
 LOCK_NAME = ".lock"
 # The files a run writes; --overwrite removes these and nothing else.
 RUN_FILES = ("config.yaml", "classes.json", "data_config.json", "metrics.csv", "metrics.json", "last.pt", "best.pt",
-             "best.safetensors", "curves.png", "confusion.png", "examples.png", "spectrograms.png")
+             "best.safetensors", "curves.png", "confusion.png", "examples.png", "spectrograms.png", TRACKING_FILE)
 
 
 class RunDirectoryError(ValueError):
@@ -127,6 +128,8 @@ def claim(folder: Path, *, resume: bool = False, overwrite: bool = False, create
                 )
             for name in RUN_FILES:
                 (folder / name).unlink(missing_ok=True)
+            for events in folder.glob(EVENT_FILES):  # TensorBoard's: the new run's curves start clean
+                events.unlink(missing_ok=True)
         removed = remove_stale_temporaries(folder)
         if removed:
             import logging

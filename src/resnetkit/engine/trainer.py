@@ -39,6 +39,7 @@ from .finetune import FineTuning, is_head_parameter
 from .history import History, write_metrics_csv
 from .imbalance import balanced_sample_weights, class_weights, training_labels
 from .optim import Lookahead, build_optimizer, build_scheduler
+from .tracking import create_trackers
 from .run_data import sample_batches
 from .tta import check_tta, with_tta
 
@@ -69,7 +70,10 @@ class Trainer:
         classes: class names (default: the data's).
         input_spec: how raw inputs become model input (default: the training data's for ``model``).
         augment: the data's augmentation settings (default: ``config.augment`` with ``config.augment_args``).
-        callbacks: objects with optional ``on_step_end(trainer)`` / ``on_epoch_end(trainer, row)``.
+        callbacks: objects with optional ``on_train_begin(trainer)``, ``on_step_end(trainer)`` (the step's
+            loss in ``trainer.last_loss``), ``on_epoch_end(trainer, row)`` and ``on_train_end(trainer, error)``
+            (after metrics.json and the plots; ``error`` is the exception that ends ``fit``, or None).
+            The trackers that ``config.log`` asks for (:mod:`.tracking`) are added to them.
     """
 
     def __init__(
@@ -94,7 +98,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir else None
         if self.run_dir and self.dist.is_main:
             check_writable(self.run_dir)
-        self.callbacks = list(callbacks)
+        self.callbacks = list(callbacks) + create_trackers(cfg, self.run_dir, self.dist)
         self.train_data = as_labelled_data(train_data, classes)
         self.val_data = as_labelled_data(val_data, classes) if val_data is not None else None
         self.classes = list(classes or self.train_data.classes)
@@ -188,6 +192,9 @@ class Trainer:
         self._stop_requested = False
         self._deadline: Optional[float] = None
         self._best_weights: Optional[dict] = None
+        self.last_loss: Optional[torch.Tensor] = None  # the last step's loss, on the device (for callbacks)
+        self.last_batch_size = 0
+        self._train_ended = False
 
     # -- public API ------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -197,12 +204,22 @@ class Trainer:
     def fit(self) -> History:
         """Train to the configured epochs or steps; returns the history (one dict per epoch, and
         Keras' ``history.history[metric]``)."""
+        self._train_ended = False
+        try:
+            return self._fit()
+        except BaseException as err:
+            if not self._train_ended:  # trackers mark the run interrupted or failed
+                self._end_of_training(err)
+            raise
+
+    def _fit(self) -> History:
         cfg = self.config
         if self.run_dir and self.dist.is_main:
             self._write_run_info()
             self.sync_best_files()  # a resumed run whose last kill fell between two files
         self._deadline = time.perf_counter() + 60 * cfg.stop_after_min if cfg.stop_after_min else None
         self._fit_whitening()
+        self._notify("on_train_begin")
         with self._sigint_as_stop_request():
             while self.global_step < self.total_steps:
                 row = self._train_epoch()
@@ -227,6 +244,7 @@ class Trainer:
         self.final_metrics = final
         if self.run_dir and self.dist.is_main:
             self._write_final_report(final)
+        self._end_of_training(None)
         distributed.barrier()
         return self.history
 
@@ -242,6 +260,15 @@ class Trainer:
             source = as_labelled_data(data, self.classes).batches(self.input_spec, options)
         m = evaluate_batches(self.eval_model, source, self.classes, self.device, self.dtype)
         return EvalResult(m["loss"], m["top1"], m)
+
+    def _notify(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            if hasattr(cb, hook):
+                getattr(cb, hook)(self, *args)
+
+    def _end_of_training(self, error: Optional[BaseException]) -> None:
+        self._train_ended = True
+        self._notify("on_train_end", error)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -311,6 +338,7 @@ class Trainer:
                 self.ema.update_parameters(self.model)
             self.global_step += 1
             self.step_in_epoch += 1
+            self.last_loss, self.last_batch_size = loss.detach(), group_size  # the last micro-batch's loss
             if self.lookahead is not None:
                 self.lookahead.step(self.model, self.global_step, self.total_steps)
                 if self.global_step == self.total_steps:

@@ -21,6 +21,7 @@ from .history import History
 from .run_data import load_data
 from .run_dir import claim, holds_run, is_finished, resolve_run_dir
 from .trainer import Trainer
+from .tracking import check_tracking
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,10 @@ def _claim_run_dir(config: TrainConfig, dist: distributed.DistInfo, resume: bool
     return folder, lock
 
 
-# What a resumed run may change: how long it trains, where it runs and what it prints.
-_RESUME_OVERRIDES = ("epochs", "max_steps", "quiet", "device", "workers", "out", "stop_after_min")
+# What a resumed run may change: how long it trains, where it runs and what it prints (and where
+# it is tracked).
+_RESUME_OVERRIDES = ("epochs", "max_steps", "quiet", "device", "workers", "out", "stop_after_min", "log", "log_every",
+                     "mlflow_uri")
 
 
 def _resume_config(changes: Mapping[str, Any], state: dict, ckpt_path: Path) -> TrainConfig:
@@ -132,6 +135,7 @@ def train(config: Optional[TrainConfig] = None, resume: str | Path | None = None
         state = read_checkpoint(ckpt_path)
         config = _resume_config(changes, state, ckpt_path)
         folder = ckpt_path.parent
+    check_tracking(config)  # a missing package or a bad $MLFLOW_TRACKING_URI: said before the data is read
     pretrained = None
     if config.pretrained and state is None:  # a resumed run has its own weights already
         # Before any data is read: an unknown tag or a machine without the file and without
