@@ -53,7 +53,7 @@ INSTALL_HINT = "pip install 'resnetkit[track]'"
 # The run's files that MLflow keeps as artifacts (last.pt and best.pt are pickled checkpoints for
 # resuming; best.safetensors holds the same best weights without code).
 ARTIFACTS = ("config.yaml", "classes.json", "data_config.json", "metrics.csv", "metrics.json", "best.safetensors")
-PLOTS = ("curves.png", "confusion.png", "examples.png", "spectrograms.png")
+PLOTS = ("curves.png", "confusion.png", "calibration.png", "examples.png", "spectrograms.png")
 # How long the end of a run waits for MLflow to send what it still holds (final metrics,
 # artifacts, the model) before it leaves it behind with a warning.
 WAIT_ENV = "RESNETKIT_TRACKING_WAIT_S"
