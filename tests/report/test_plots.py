@@ -107,6 +107,37 @@ def test_plot_comparison_three_runs(tmp_path: Path) -> None:
     _assert_png(plot_comparison_curves(runs, tmp_path / "error_only.png", metric_pairs=[("train_acc", "val_acc")]))
 
 
+def test_plot_comparison_bands_over_seeds(tmp_path: Path, monkeypatch) -> None:
+    from matplotlib.axes import Axes
+
+    bands = []
+    original = Axes.fill_between
+
+    def record(self, x, low, high, **kwargs):
+        bands.append((list(x), list(low), list(high)))
+        return original(self, x, low, high, **kwargs)
+
+    monkeypatch.setattr(Axes, "fill_between", record)
+    seeds = [_history(12, final=f) for f in (0.90, 0.92, 0.94)]
+    seeds[2] = seeds[2][:10]  # a seed that stopped early leaves the last epochs to the others
+    runs = {"resnet-20": seeds, "plain-20": [_history(12, final=0.88), _history(12, final=0.89)]}
+    _assert_png(plot_comparison_curves(runs, tmp_path / "bands.png"))
+    # Two models x (train, val) x (error, loss) panels, each a band from the lowest to the highest seed.
+    assert len(bands) == 8
+    x, low, high = bands[1]  # resnet-20's validation error
+    assert x == list(range(1, 13))
+    errors = [[1 - row["val_acc"] for row in h] for h in seeds]
+    assert low[0] == pytest.approx(min(e[0] for e in errors)) and high[0] == pytest.approx(max(e[0] for e in errors))
+    assert low[-1] == pytest.approx(min(errors[0][-1], errors[1][-1]))
+
+    # One history per model draws no band, as before.
+    bands.clear()
+    _assert_png(plot_comparison_curves({"a": _history(5), "b": [_history(5)]}, tmp_path / "one.png"))
+    assert bands == []
+    with pytest.raises(ValueError, match=r"runs\['a'\]\[1\] is empty"):
+        plot_comparison_curves({"a": [_history(5), []]}, tmp_path / "bad.png")
+
+
 def test_plot_scatter(tmp_path: Path) -> None:
     points = [
         {"name": "resnet18", "x": 11.7e6, "y": 0.698},

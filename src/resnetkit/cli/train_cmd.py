@@ -143,6 +143,8 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--workers", type=int)
     s.add_argument("--sync-bn", action="store_true", default=None)
     s.add_argument("--seed", type=int)
+    s.add_argument("--split-seed", type=int,
+                   help="seed of the train/validation split (default: --seed); fix it to compare training seeds")
     s.add_argument("--deterministic", action="store_true", default=None)
     s.add_argument("--quiet", action="store_true", default=None, help="log lines instead of progress bars")
     t = p.add_argument_group("experiment tracking (pip install 'resnetkit[track]')")

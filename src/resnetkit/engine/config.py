@@ -126,6 +126,10 @@ class TrainConfig:
     sync_bn: bool = False  # SyncBatchNorm across processes under torchrun
     # Reproducibility.
     seed: int = 0
+    # The train/validation split (and any other sampling of which samples are used) follows this
+    # seed instead of ``seed`` when given: runs of several training seeds then share one validation
+    # set, which a paired comparison of their predictions needs (compare --seeds).
+    split_seed: Optional[int] = None
     deterministic: bool = False
     # Output.
     out: Optional[str] = None  # run directory; default runs/<name>
@@ -189,6 +193,7 @@ class TrainConfig:
         _integer(self, "in_chans", minimum=1, optional=True)
         _integer(self, "workers", minimum=0, optional=True)
         _integer(self, "seed", minimum=0)
+        _integer(self, "split_seed", minimum=0, optional=True)
         _integer(self, "freeze_stages", minimum=0)
         _integer(self, "head_only_epochs", minimum=0)
         _number(self, "backbone_lr_mult", low=0, low_open=True)

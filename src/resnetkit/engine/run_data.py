@@ -19,7 +19,8 @@ from .config import TrainConfig
 
 def data_request(config: TrainConfig, for_evaluation: bool = False) -> DataRequest:
     """The data settings of ``config`` as the data layer reads them."""
-    return DataRequest(data=config.data, val_split=config.val_split, seed=config.seed, in_chans=config.in_chans,
+    seed = config.seed if config.split_seed is None else config.split_seed
+    return DataRequest(data=config.data, val_split=config.val_split, seed=seed, in_chans=config.in_chans,
                        on_corrupt=config.on_corrupt, audio=config.features, audio_layout=config.audio_layout,
                        fsdd_split=config.fsdd_split, keywords=config.keywords,
                        for_evaluation=for_evaluation, path_col=config.path_col, label_col=config.label_col)

@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from ..runtime.files import atomic_write
@@ -412,7 +413,7 @@ def plot_preview(preview: Any, path: PathLike) -> Path:
 
 @_plain_text
 def plot_comparison_curves(
-    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    runs: Mapping[str, Any],
     path: PathLike,
     metric_pairs: Sequence[tuple[str, str]] = DEFAULT_METRIC_PAIRS,
     title: Optional[str] = None,
@@ -423,29 +424,40 @@ def plot_comparison_curves(
     training dashed and validation solid. Accuracy keys (ending in ``acc``) are drawn as
     error, ``1 - acc``, in percent; they must be fractions in [0, 1]. The default draws
     error in the first panel and loss in the second.
+
+    A value of ``runs`` is one history, or a list of histories (the seeds of one model): then
+    the line is their mean at each epoch and a shaded band spans their minimum to maximum.
     """
     _check_path(path)
     if not isinstance(runs, Mapping) or not runs:
-        raise ValueError("runs must be a non-empty dict {model name: history}")
-    histories = {str(name): _check_history(history, f"runs[{name!r}]") for name, history in runs.items()}
+        raise ValueError("runs must be a non-empty dict {model name: history or list of histories}")
+    groups = {str(name): _check_seed_histories(value, f"runs[{name!r}]") for name, value in runs.items()}
     pairs = [tuple(pair) for pair in metric_pairs]
     if not pairs or any(len(pair) != 2 or not all(isinstance(key, str) for key in pair) for pair in pairs):
         raise ValueError(f"metric_pairs must be a non-empty list of (train_key, val_key) pairs, got {metric_pairs!r}")
 
     fig = _new_figure(6.0 * len(pairs), 4.6)
     axes = np.atleast_1d(fig.subplots(1, len(pairs), squeeze=False)).ravel()
-    colours = _colours(len(histories))
+    colours = _colours(len(groups))
     for ax, (train_key, val_key) in zip(axes, pairs):
         is_error = train_key.endswith("acc") and val_key.endswith("acc")
-        for colour, (name, rows) in zip(colours, histories.items()):
+        for colour, (name, histories) in zip(colours, groups.items()):
             for key, style in ((train_key, "--"), (val_key, "-")):
-                xs, ys = _series(rows, key, f"runs[{name!r}]")
-                if is_error:
-                    if any(not 0.0 <= y <= 1.0 for y in ys if math.isfinite(y)):
-                        raise ValueError(f"runs[{name!r}] {key} must be fractions in [0, 1] to plot 1 - accuracy")
-                    ys = [1.0 - y for y in ys]
-                if xs:
-                    ax.plot(xs, ys, linestyle=style, color=colour, linewidth=1.8 if style == "-" else 1.2)
+                series = []
+                for i, rows in enumerate(histories):
+                    label = f"runs[{name!r}]" if len(histories) == 1 else f"runs[{name!r}][{i}]"
+                    xs, ys = _series(rows, key, label)
+                    if is_error:
+                        if any(not 0.0 <= y <= 1.0 for y in ys if math.isfinite(y)):
+                            raise ValueError(f"{label} {key} must be fractions in [0, 1] to plot 1 - accuracy")
+                        ys = [1.0 - y for y in ys]
+                    series.append(dict(zip(xs, ys)))
+                xs, mean, low, high = _across_seeds(series)
+                if not xs:
+                    continue
+                ax.plot(xs, mean, linestyle=style, color=colour, linewidth=1.8 if style == "-" else 1.2)
+                if len(histories) > 1:
+                    ax.fill_between(xs, low, high, color=colour, alpha=0.18 if style == "-" else 0.08, linewidth=0)
         metric = "error" if is_error else _common_suffix(train_key, val_key)
         ax.set_title(f"{metric}: {train_key} (dashed), {val_key} (solid)", fontsize=10)
         ax.set_xlabel("epoch")
@@ -454,13 +466,37 @@ def plot_comparison_curves(
             ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-    handles = [Line2D([], [], color=colour, linewidth=2, label=name) for colour, name in zip(colours, histories)]
+    handles = [Line2D([], [], color=colour, linewidth=2, label=name) for colour, name in zip(colours, groups)]
     handles += [Line2D([], [], color="grey", linestyle="--", label="train"),
                 Line2D([], [], color="grey", linestyle="-", label="val")]
+    counts = sorted({len(histories) for histories in groups.values()})
+    if counts[-1] > 1:
+        seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        handles.append(Patch(color="grey", alpha=0.3, label=f"mean of {seeds} seeds, band min-max"))
     axes[0].legend(handles=handles, fontsize=9, ncols=2 if len(handles) > 8 else 1)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def _check_seed_histories(value: object, name: str) -> list[list[Mapping[str, Any]]]:
+    """One model's runs as a list of histories: a single history, or a list of them (its seeds)."""
+    if (isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and value
+            and all(isinstance(h, Sequence) and not isinstance(h, (str, bytes, Mapping)) for h in value)):
+        return [_check_history(h, f"{name}[{i}]") for i, h in enumerate(value)]
+    return [_check_history(value, name)]
+
+
+def _across_seeds(series: Sequence[Mapping[float, float]]) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Epochs, and the mean, min and max over the runs that have a value at each (a short run stops counting)."""
+    epochs = sorted({x for values in series for x in values})
+    mean, low, high = [], [], []
+    for x in epochs:
+        ys = [values[x] for values in series if x in values]
+        mean.append(sum(ys) / len(ys))
+        low.append(min(ys))
+        high.append(max(ys))
+    return epochs, mean, low, high
 
 
 def _common_suffix(train_key: str, val_key: str) -> str:
