@@ -19,8 +19,8 @@ import torch
 
 def calibrate(run_dir: str) -> dict:
     from resnetkit.data import BatchOptions
-    from resnetkit.engine.calibration import collect_logits, fit_temperature
-    from resnetkit.engine.evaluation import metrics_of_logits
+    from resnetkit.engine.calibration import fit_temperature
+    from resnetkit.engine.evaluation import collect_logits, metrics_of_logits
     from resnetkit.engine.inference import load_run
     from resnetkit.engine.run_data import run_splits
 

@@ -109,6 +109,11 @@ def test_an_audio_label_file_is_audio(fsdd_subset, tmp_path):
         for clip in sorted(clips):
             writer.writerow([Path(clip).relative_to(tmp_path).as_posix(), f"digit{Path(clip).name[0]}"])
     assert kind_of(str(table)).name == "audio"
+    # Another column order and name: the kind is read from the path column the user names.
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text("digit,clip\n" + "".join(f"{label},{path}\n" for path, label in
+                                                 (line.split(",") for line in table.read_text().splitlines()[1:])))
+    assert kind_of(str(renamed), path_col="clip").name == "audio"
     splits = resolve_data(DataRequest(data=str(table), val_split=0.25))
     assert splits.classes == sorted({f"digit{Path(c).name[0]}" for c in clips})
     assert type(splits.train).__name__ == "AudioData"

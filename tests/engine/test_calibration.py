@@ -78,7 +78,7 @@ def test_an_overconfident_model_is_calibrated_at_the_end_of_its_run(digits_run):
     with torch.no_grad():
         loaded.model.fc.weight.mul_(5)
         loaded.model.fc.bias.mul_(5)
-    from resnetkit.engine.calibration import collect_logits
+    from resnetkit.engine.evaluation import collect_logits
     from resnetkit.data import BatchOptions
     from resnetkit.engine.run_data import run_splits
 

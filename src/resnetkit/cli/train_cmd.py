@@ -206,10 +206,11 @@ def run(args: argparse.Namespace) -> int:
         from resnetkit.data.resolve import kind_of
 
         # A kind of input may bring its own default (audio: a speech recipe, not the image one).
-        recipe = kind_of(args.data).default_recipe
+        kind = kind_of(args.data, path_col=args.path_col or "path")
+        recipe = kind.default_recipe
         if recipe:
             logging.getLogger(__name__).info("%s is %s data: recipe %s (flags override it; --recipe picks another)",
-                                             args.data, kind_of(args.data).name, recipe)
+                                             args.data, kind.name, recipe)
     given = config_overrides(args)
     # A resumed run takes the flags given (train's `changes`), never a recipe's or the defaults.
     config = None if args.resume else build_config(recipe, given)

@@ -15,11 +15,12 @@ empty path or label, a path listed twice, a file that is not there, an unknown s
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import logging
 
@@ -126,9 +127,15 @@ def read_label_file(path: str | Path, path_col: str = "path", label_col: str = "
     return LabelTable(source, rows, kind, has_split, classes)
 
 
-def label_file_kind(path: str | Path) -> str:
-    """"image" or "audio": what the files a label file lists are (read from their suffixes)."""
-    return _kind_of([LabelRow(p, None, None, line) for line, p in _paths(Path(path).expanduser())], Path(path))
+def label_file_kind(path: str | Path, path_col: str = "path") -> str:
+    """"image" or "audio": what the files a label file lists are, from the suffixes of its first rows.
+
+    A file whose first rows name no path (no such column) is "image", the kind that takes what
+    no other claims; reading it then says what is missing, with the line.
+    """
+    source = Path(path).expanduser()
+    rows = [LabelRow(p, None, None, line) for line, p in _paths(source, path_col)]
+    return _kind_of(rows, source) if rows else "image"
 
 
 def check_known_labels(table: LabelTable, classes: Sequence[str]) -> None:
@@ -140,15 +147,22 @@ def check_known_labels(table: LabelTable, classes: Sequence[str]) -> None:
                                  f"(its classes: {', '.join(classes)})")
 
 
-def resolve_label_file(request: DataRequest, features=None) -> DataSplits:
+def resolve_label_file(request: DataRequest, features=None, kind: Optional[str] = None,
+                       known_classes: Optional[Sequence[str]] = None) -> DataSplits:
     """A label file as training and validation data (``request.for_evaluation``: the held-out part as val).
 
     With a split column, its train and val rows are the two splits (test rows are left to
     ``evaluate``); without one, ``val_split`` (default 0.1) holds out a stratified share.
     For evaluation: the test rows, else the val rows, else every row. ``features`` overrides
-    ``request.audio`` (evaluation decodes audio for the model's own front end).
+    ``request.audio`` (evaluation decodes audio for the model's own front end). ``kind``: the
+    kind of input the files must be; ``known_classes``: the classes every label must be one of
+    (a trained model's), each checked on the one read of the file.
     """
     table = read_label_file(request.data, request.path_col, request.label_col)
+    if kind is not None and table.kind != kind:
+        raise LabelFileError(f"{table.source} lists {table.kind} files; the model takes {kind} input")
+    if known_classes is not None:
+        check_known_labels(table, known_classes)
     if request.for_evaluation:
         rows = (table.split_rows("test") or table.split_rows("val") or table.rows) if table.has_split else table.rows
         classes = sorted({row.label for row in rows})
@@ -206,14 +220,13 @@ def _decode(table: LabelTable, rows: Sequence[LabelRow], classes: Sequence[str],
 # -- reading ----------------------------------------------------------------------------------------
 
 
-def _records(source: Path) -> list[tuple[int, dict]]:
-    """(line, row as a dict) for every row of a CSV/TSV (header on line 1) or JSON-lines file."""
+def _records(source: Path) -> Iterator[tuple[int, dict]]:
+    """(line, row as a dict) for every row of a CSV/TSV (header on line 1) or JSON-lines file, as read."""
     try:
         text = source.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise LabelFileError(f"label file {source} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     if source.suffix.lower() == ".jsonl":
-        out = []
         for line, raw in enumerate(text.splitlines(), 1):
             if not raw.strip():
                 continue
@@ -223,8 +236,8 @@ def _records(source: Path) -> list[tuple[int, dict]]:
                 raise LabelFileError(f"{source}, line {line}: not a JSON object ({err.msg})") from None
             if not isinstance(record, dict):
                 raise LabelFileError(f"{source}, line {line}: expected a JSON object, got {type(record).__name__}")
-            out.append((line, record))
-        return out
+            yield line, record
+        return
     delimiter = "\t" if source.suffix.lower() == ".tsv" else ","
     reader = csv.reader(text.splitlines(), delimiter=delimiter)
     try:
@@ -232,7 +245,6 @@ def _records(source: Path) -> list[tuple[int, dict]]:
     except StopIteration:
         raise LabelFileError(f"label file {source} is empty (expected a header line, e.g. path{delimiter}label)") from None
     header = [h.strip() for h in header]
-    out = []
     try:
         for cells in reader:
             line = reader.line_num
@@ -241,19 +253,18 @@ def _records(source: Path) -> list[tuple[int, dict]]:
             if len(cells) != len(header):
                 raise LabelFileError(f"{source}, line {line}: {len(cells)} cell(s) where the header has "
                                      f"{len(header)} ({', '.join(header)})")
-            out.append((line, dict(zip(header, cells))))
+            yield line, dict(zip(header, cells))
     except csv.Error as err:
         raise LabelFileError(f"{source}, line {reader.line_num}: {err}") from None
-    return out
 
 
-def _paths(source: Path) -> list[tuple[int, str]]:
-    base = source.parent
+def _paths(source: Path, path_col: str, rows: int = 200) -> list[tuple[int, str]]:
+    """(line, path) of the first ``rows`` rows that name a file in ``path_col``."""
     found = []
-    for line, record in _records(source)[:200]:
-        value = _text(record.get("path", next(iter(record.values()), "")))
+    for line, record in itertools.islice(_records(source), rows):
+        value = _text(record.get(path_col))
         if value:
-            found.append((line, str(base / value)))
+            found.append((line, str(source.parent / value)))
     return found
 
 

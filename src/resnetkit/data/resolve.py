@@ -8,7 +8,7 @@ evaluation data is read by the kind its input spec names.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from .audio_layouts import is_audio_source, load_audio_eval_data, resolve_audio_data
 from .images import load_image_eval_data, resolve_image_request
@@ -53,11 +53,11 @@ def data_kind(name: str) -> DataKind:
     raise ValueError(f"no data kind {name!r}; known: {', '.join(k.name for k in _KINDS)}")
 
 
-def kind_of(data: str) -> DataKind:
+def kind_of(data: str, path_col: str = "path") -> DataKind:
     """The kind of input a ``--data`` value is (the first registered kind that claims it; a label
-    file is of the kind of the files it lists)."""
+    file is of the kind of the files it lists in ``path_col``)."""
     if is_label_file(data):
-        return data_kind(label_file_kind(data))
+        return data_kind(label_file_kind(data, path_col))
     return next(k for k in _KINDS if k.claims(data))
 
 
@@ -69,13 +69,13 @@ def resolve_data(request: DataRequest) -> DataSplits:
 
 
 def load_eval_data(spec: InputSpec, path: str, on_corrupt: str = "skip", path_col: str = "path",
-                   label_col: str = "label") -> LabelledData:
-    """The held-out part of ``path`` (a folder, a data set name or a label file), read for a model trained with ``spec``."""
+                   label_col: str = "label", classes: Optional[Sequence[str]] = None) -> LabelledData:
+    """The held-out part of ``path`` (a folder, a data set name or a label file), read for a model trained with ``spec``.
+
+    ``classes``: a label file's labels must be among them (a label that is not is named with its line).
+    """
     if is_label_file(path):
-        kind = label_file_kind(path)
-        if kind != spec.kind:
-            raise ValueError(f"{path} lists {kind} files; the model takes {spec.kind} input")
         request = DataRequest(data=str(path), on_corrupt=on_corrupt, for_evaluation=True, path_col=path_col,
                               label_col=label_col, in_chans=getattr(spec, "in_chans", None))
-        return resolve_label_file(request, getattr(spec, "features", None)).val
+        return resolve_label_file(request, getattr(spec, "features", None), kind=spec.kind, known_classes=classes).val
     return data_kind(spec.kind).load_eval(spec, path, on_corrupt)

@@ -10,39 +10,15 @@ all-reduce of a sum), ending on the same T.
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
-from ..data.batching import BatchSource
 from ..runtime import distributed
-from ..runtime.device import autocast
 
 # log T searched in [log 0.05, log 20]: wider than any network's over- or under-confidence.
 _LOG_T_RANGE = (math.log(0.05), math.log(20.0))
 _ITERATIONS = 60  # the interval shrinks by 0.618 each: 6.0 * 0.618^60 ~ 1e-12 in log T
-
-
-@torch.no_grad()
-def collect_logits(model: nn.Module, source: BatchSource, device: torch.device,
-                   dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """This process's logits (float32) and labels over one pass of ``source``."""
-    was_training = model.training
-    model.eval()
-    logits, labels = [], []
-    try:
-        for x, y in source.epoch(0):
-            with autocast(device, dtype):
-                out = model(x)
-            logits.append(out.float())
-            labels.append(y)
-    finally:
-        model.train(was_training)
-    if not logits:
-        return torch.zeros(0, 0, device=device), torch.zeros(0, dtype=torch.long, device=device)
-    return torch.cat(logits), torch.cat(labels)
 
 
 def summed_nll(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> float:
@@ -77,7 +53,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return math.exp((a + b) / 2)
 
 
-def calibration_summary(before: dict, after: dict, temperature: float, classes: Sequence[str]) -> dict:
+def calibration_summary(before: dict, after: dict, temperature: float) -> dict:
     """What metrics.json records of the calibration: the temperature, ECE and NLL before and after."""
     return {
         "method": "temperature",
@@ -88,5 +64,4 @@ def calibration_summary(before: dict, after: dict, temperature: float, classes: 
         "nll_after": after["loss"],
         "reliability_before": before["reliability"],
         "reliability_after": after["reliability"],
-        "num_classes": len(classes),
     }

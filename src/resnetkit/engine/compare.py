@@ -38,7 +38,7 @@ from ..models import model_stats, pretrained_weights
 from ..report.stats import ALPHA, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_interval, discordant, mcnemar_exact, mean_std
 from ..runtime.files import save_json, save_text
 from .config import TrainConfig
-from .evaluation import predict_batches
+from .evaluation import collect_logits
 from .inference import load_run
 from .run_data import data_request, load_data
 from .training import train
@@ -381,8 +381,8 @@ def val_predictions(run_dir: Path, val_data: Callable[[], LabelledData]) -> tupl
     options = BatchOptions(train=False, batch_size=config.batch_size, device=loaded.device,
                            channels_last=config.channels_last, workers=workers, num_classes=len(loaded.classes))
     model = with_tta(loaded.inference_model(config.amp), config.tta, loaded.kind)
-    y, pred = predict_batches(model, data.batches(loaded.input_spec, options), loaded.device)
-    y, pred = y.numpy().astype(np.int64), pred.numpy().astype(np.int64)
+    logits, y = collect_logits(model, data.batches(loaded.input_spec, options), loaded.device)
+    y, pred = y.cpu().numpy().astype(np.int64), logits.argmax(1).cpu().numpy().astype(np.int64)
     recorded = json.loads((run_dir / "metrics.json").read_text()).get("top1")
     if recorded is not None and len(y) and abs(float(np.mean(pred == y)) - recorded) > 0.5 / len(y):
         log.warning("%s: the predictions give %.4f top-1, metrics.json %.4f (another precision or device?)",

@@ -75,27 +75,23 @@ def metrics_of_logits(logits: torch.Tensor, labels: torch.Tensor, classes: Seque
 
 
 @torch.no_grad()
-def predict_batches(model: nn.Module, source: BatchSource, device: torch.device,
-                    dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(targets, predictions)`` of ``model`` over one pass of ``source``, on the CPU, in the source's order.
-
-    One process's share: what a paired test of two models needs is every sample, so this is
-    for single-process evaluation (compare's per-sample record), not for DDP.
-    """
+def collect_logits(model: nn.Module, source: BatchSource, device: torch.device,
+                   dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """This process's logits (float32) and labels over one pass of ``source``."""
     was_training = model.training
     model.eval()
-    targets, predictions = [], []
+    logits, labels = [], []
     try:
         for x, y in source.epoch(0):
             with autocast(device, dtype):
-                logits = model(x)
-            targets.append(y.cpu())
-            predictions.append(logits.float().argmax(1).cpu())
+                out = model(x)
+            logits.append(out.float())
+            labels.append(y)
     finally:
         model.train(was_training)
-    if not targets:
-        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
-    return torch.cat(targets), torch.cat(predictions)
+    if not logits:
+        return torch.zeros(0, 0, device=device), torch.zeros(0, dtype=torch.long, device=device)
+    return torch.cat(logits), torch.cat(labels)
 
 
 def evaluate(

@@ -76,11 +76,7 @@ class LoadedRun:
 
         A label file's labels must be classes of the model: one that is not is named with its line.
         """
-        from ..data.label_files import check_known_labels, is_label_file, read_label_file
-
-        if is_label_file(path):
-            check_known_labels(read_label_file(path, path_col, label_col), self.classes)
-        return load_eval_data(self.input_spec, str(path), on_corrupt, path_col, label_col)
+        return load_eval_data(self.input_spec, str(path), on_corrupt, path_col, label_col, classes=self.classes)
 
     def evaluate(self, data: Any, batch_size: int = 256, amp: str = "auto", precision: Optional[str] = None,
                  tta: str = "none") -> EvalResult:

@@ -156,9 +156,8 @@ class ClassificationMetrics:
         confidence = (logits.float() / self.temperature).softmax(dim=1).amax(dim=1)
         bins = (confidence * ECE_BINS).long().clamp_(0, ECE_BINS - 1)
         kept = valid.to(self._calibration.dtype)
-        correct = (preds == targets).to(self._calibration.dtype) * kept
-        for row, values in enumerate((kept, confidence.to(self._calibration.dtype) * kept, correct)):
-            self._calibration[row].index_add_(0, bins, values)
+        per_sample = torch.stack([kept, confidence.to(kept.dtype), (preds == targets).to(kept.dtype)]) * kept
+        self._calibration.index_add_(1, bins, per_sample)
 
         if loss is not None:
             self._add_loss(loss, n)

@@ -19,7 +19,6 @@ continues the same MLflow run. mlflow and tensorboard are imported only when ask
 
 from __future__ import annotations
 
-import copy
 import difflib
 import importlib.util
 import json
@@ -660,11 +659,7 @@ def _read_record(run_dir: Path) -> dict:
 
 def _served_copy(trainer) -> torch.nn.Module:
     """The best epoch's weights (what best.safetensors holds) in a CPU copy of the model, for MLflow."""
-    model = copy.deepcopy(trainer.eval_model).to("cpu", memory_format=torch.contiguous_format)
-    best = trainer.best_checkpoint_state()["model"]
-    if best is not None:
-        model.load_state_dict(best)
-    return model.eval()
+    return trainer.best_model().to("cpu", memory_format=torch.contiguous_format).eval()
 
 
 def _model_metadata(trainer) -> dict:

@@ -33,8 +33,8 @@ from ..runtime.files import save_json, save_text
 from ..models.weights import CheckpointError
 from .checkpoint import check_writable, read_checkpoint, save_checkpoint, save_weights_safetensors
 from .config import TrainConfig, config_yaml
-from .calibration import calibration_summary, collect_logits, fit_temperature
-from .evaluation import EvalResult, evaluate_batches, loss_fn, metrics_of_logits, soft_accuracy_hits
+from .calibration import calibration_summary, fit_temperature
+from .evaluation import EvalResult, collect_logits, evaluate_batches, loss_fn, metrics_of_logits, soft_accuracy_hits
 from .finetune import FineTuning, is_head_parameter
 from .history import History, write_metrics_csv
 from .imbalance import balanced_sample_weights, class_weights, training_labels
@@ -321,8 +321,7 @@ class Trainer:
                         logits = model(x)
                     loss = loss_fn(logits, y, cfg.label_smoothing, weight=self.class_weights)
                     finite &= torch.isfinite(loss)
-                    share = x.shape[0] / group_size
-                    self.scaler.scale(loss * share if len(group) > 1 else loss).backward()
+                    self.scaler.scale(loss * (x.shape[0] / group_size)).backward()
                 n = x.shape[0]
                 step_sums += torch.stack([loss.detach().double() * n, soft_accuracy_hits(logits.detach(), y).double(),
                                           torch.tensor(float(n), dtype=torch.float64, device=self.device)])
@@ -618,6 +617,13 @@ class Trainer:
                         "(--warmup-epochs) or clip gradients (--grad-clip)."
                     )
 
+    def best_model(self) -> nn.Module:
+        """A copy of the model holding the best epoch's serving weights (what best.pt holds)."""
+        model = copy.deepcopy(self.eval_model)
+        if self._best_weights is not None:
+            model.load_state_dict(self._best_weights)
+        return model
+
     def best_checkpoint_state(self) -> dict:
         """What best.pt holds: the best epoch's serving weights (the EMA's when kept) and the run's description."""
         return {
@@ -662,22 +668,17 @@ class Trainer:
             return None
         from ..export import optimize_for_inference
 
-        model = copy.deepcopy(self.eval_model)
-        if self._best_weights is not None:
-            model.load_state_dict(self._best_weights)
-        served = optimize_for_inference(model, precision=self.config.amp, device=self.device, compile=False)
+        served = optimize_for_inference(self.best_model(), precision=self.config.amp, device=self.device, compile=False)
         served = with_tta(served, self.config.tta, self.input_spec.kind)
         logits, labels = collect_logits(served, self.val_batches, self.device)
-        calibration = None
-        if self.config.calibrate == "temperature":
+        calibrate = self.config.calibrate == "temperature"
+        if calibrate:
             self.temperature = fit_temperature(logits, labels)
-            before = metrics_of_logits(logits, labels, self.classes, self.device)
         m = metrics_of_logits(logits, labels, self.classes, self.device, temperature=self.temperature)
-        if self.config.calibrate == "temperature":
-            calibration = calibration_summary(before, m, self.temperature, self.classes)
+        m["calibration"] = (calibration_summary(metrics_of_logits(logits, labels, self.classes, self.device), m,
+                                                self.temperature) if calibrate else None)
         m["epoch"] = self.best_epoch
         m["inference"] = served.description
-        m["calibration"] = calibration
         if self.stopped_early:
             m["stopped_early"] = {"after_epoch": self.stopped_early, "monitor": self.config.monitor,
                                   "patience": self.config.early_stop}
