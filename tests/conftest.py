@@ -179,3 +179,76 @@ def publish_weights(torch_home, monkeypatch) -> Callable:
         return published[(model, entry.tag)]
 
     return publish
+
+
+# -- multi-label tasks built from the real data ------------------------------------------------------
+
+MOSAIC_CLASSES = ("airplane", "automobile", "cat", "frog")
+
+
+def write_cifar_mosaics(src: Path, dest: Path, count: int, seed: int = 0, split_every: int = 0) -> Path:
+    """``count`` mosaics of two real CIFAR-10 images side by side (32 x 64), labelled with both classes.
+
+    The two halves are drawn independently from MOSAIC_CLASSES, so a mosaic has one or two
+    labels; ``labels.csv`` lists ``path,label`` with ``;`` between the labels (and a ``split``
+    column, every ``split_every``-th row val, when asked). Returns the CSV's path.
+    """
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(seed)
+    files = {c: sorted((src / c).glob("*.jpg"))[:200] for c in MOSAIC_CLASSES}
+    dest.mkdir(parents=True, exist_ok=True)
+    lines = ["path,label" + (",split" if split_every else "")]
+    for i in range(count):
+        left, right = rng.choice(MOSAIC_CLASSES), rng.choice(MOSAIC_CLASSES)
+        mosaic = Image.new("RGB", (64, 32))
+        mosaic.paste(Image.open(rng.choice(files[left])).convert("RGB"), (0, 0))
+        mosaic.paste(Image.open(rng.choice(files[right])).convert("RGB"), (32, 0))
+        mosaic.save(dest / f"mosaic{i:04d}.png")
+        split = ("," + ("val" if i % split_every == 0 else "train")) if split_every else ""
+        lines.append(f"mosaic{i:04d}.png,{';'.join(sorted({left, right}))}{split}")
+    (dest / "labels.csv").write_text("\n".join(lines) + "\n")
+    return dest / "labels.csv"
+
+
+@pytest.fixture(scope="session")
+def cifar_mosaics(data_path, tmp_path_factory) -> Path:
+    """labels.csv of 480 two-image CIFAR-10 mosaics (one or two of 4 labels each)."""
+    return write_cifar_mosaics(data_path("cifar10/train"), tmp_path_factory.mktemp("mosaics"), 480)
+
+
+@pytest.fixture(scope="session")
+def multilabel_run(cifar_mosaics, tmp_path_factory) -> Path:
+    """resnet20 trained multi-label on the mosaics for 3 epochs (calibrated, thresholds tuned)."""
+    from resnetkit.engine import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("multilabel-run")
+    train(TrainConfig(data=str(cifar_mosaics), model="resnet20", epochs=3, batch_size=32, lr=0.05, val_split=0.25,
+                      quiet=True, out=str(out / "run"), seed=0))
+    return out / "run"
+
+
+@pytest.fixture(scope="session")
+def fsdd_pairs(fsdd_recordings, tmp_path_factory) -> Path:
+    """labels.csv of 120 clips that join two real FSDD recordings (digits 0-3), labelled with both digits."""
+    import random
+
+    import numpy as np
+    import soundfile as sf
+
+    rng = random.Random(0)
+    digits = ("0", "1", "2", "3")
+    clips = {d: sorted(fsdd_recordings.glob(f"{d}_jackson_*.wav"))[:20] + sorted(fsdd_recordings.glob(f"{d}_george_*.wav"))[:20]
+             for d in digits}
+    dest = tmp_path_factory.mktemp("fsdd-pairs")
+    lines = ["path,label"]
+    for i in range(120):
+        first, second = rng.choice(digits), rng.choice(digits)
+        a, rate = sf.read(rng.choice(clips[first]), dtype="float32")
+        b, _ = sf.read(rng.choice(clips[second]), dtype="float32")
+        sf.write(dest / f"pair{i:03d}.wav", np.concatenate([a, np.zeros(400, np.float32), b]), rate)
+        lines.append(f"pair{i:03d}.wav,{';'.join(sorted({first, second}))}")
+    (dest / "labels.csv").write_text("\n".join(lines) + "\n")
+    return dest / "labels.csv"

@@ -38,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
         print(to_json(m))
         return 0
     print(f"{loaded.model_name} on {args.data}: {m['num_samples']} samples")
+    if loaded.multilabel:
+        _print_multilabel(m)
+        return 0
     print(f"  loss {m['loss']:.4f}   top-1 {m['top1']:.2%}   top-5 {m['top5']:.2%}")
     calibrated = f", temperature {m['temperature']:.3g}" if m["temperature"] != 1.0 else ", uncalibrated"
     print(f"  balanced accuracy {m['balanced_accuracy']:.2%}   macro-F1 {m['macro_f1']:.3f}   "
@@ -46,3 +49,16 @@ def run(args: argparse.Namespace) -> int:
     for name, c in m["per_class"].items():
         print(f"  {name:<20}{c['precision']:>10.3f}{c['recall']:>10.3f}{c['f1']:>10.3f}{c['support']:>10}")
     return 0
+
+
+def _print_multilabel(m: dict) -> None:
+    calibrated = "per-label temperatures" if isinstance(m["temperature"], list) and any(
+        t != 1.0 for t in m["temperature"]) else "uncalibrated"
+    print(f"  loss {m['loss']:.4f}   mAP {m['map']:.2%} (micro {m['map_micro']:.2%})   exact match "
+          f"{m['exact_match']:.2%}   Hamming loss {m['hamming_loss']:.4f}")
+    print(f"  macro-F1 {m['macro_f1']:.3f}   micro-F1 {m['micro_avg']['f1']:.3f}   ECE {m['ece']:.2%} ({calibrated})")
+    print(f"  {'label':<20}{'AP':>8}{'precision':>10}{'recall':>10}{'f1':>8}{'threshold':>10}{'support':>9}")
+    for name, c in m["per_label"].items():
+        ap = f"{c['ap']:>8.3f}" if c["ap"] is not None else f"{'-':>8}"
+        print(f"  {name:<20}{ap}{c['precision']:>10.3f}{c['recall']:>10.3f}{c['f1']:>8.3f}{c['threshold']:>10.3f}"
+              f"{c['support']:>9}")

@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{r['source']}: error: {r['error']}")
         else:
             best = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top_k"])
-            print(f"{r['source']}: {best}")
+            if "labels" in r:  # multi-label: the labels at or above their thresholds, then the most probable
+                print(f"{r['source']}: labels {', '.join(r['labels']) or '(none)'}; {best}")
+            else:
+                print(f"{r['source']}: {best}")
         failed += "error" in r
     return 1 if failed == len(results) else 0

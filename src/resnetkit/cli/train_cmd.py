@@ -19,6 +19,7 @@ from resnetkit.engine.config import (
     LR_UNITS,
     MILESTONE_UNITS,
     MONITORS,
+    TASKS,
     ON_CORRUPT,
     OPTIMIZERS,
     SAMPLERS,
@@ -96,7 +97,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--early-stop", type=int, metavar="PATIENCE",
                    help="stop when --monitor has not improved for PATIENCE epochs; the best epoch's weights are kept")
     g.add_argument("--monitor", choices=MONITORS, help="what chooses the best epoch and early stopping "
-                   "(default val_accuracy)")
+                   "(default auto: val_map for multi-label runs, else val_accuracy)")
     g.add_argument("--lookahead-every", type=int, metavar="K",
                    help="every K steps, average the weights and copy the average back (airbench: 5)")
     g.add_argument("--lookahead-decay", type=float, help="Lookahead's decay per step at the end of the run")
@@ -106,6 +107,10 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--val-split", type=float, help="fraction held out for validation when the data has no val/ folder")
     d.add_argument("--path-col", help="label file (--data labels.csv/.tsv/.jsonl): its column of file paths (default path)")
     d.add_argument("--label-col", help="label file: its column of labels (default label)")
+    d.add_argument("--label-sep", help="label file: what separates several labels in one cell (default ';'); a cell "
+                   "with several labels, or one 0/1 column per label, makes the run multi-label")
+    d.add_argument("--task", choices=TASKS, help="single or multilabel (sigmoid outputs, binary cross-entropy, mAP); "
+                   "default auto: as the label file says")
     d.add_argument("--img-size", type=int)
     d.add_argument("--in-chans", type=int)
     d.add_argument("--augment", help="preset: none, cifar, cifar-strong, digits, imagenet, imagenet-strong; "

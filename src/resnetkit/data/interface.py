@@ -56,6 +56,8 @@ class DataRequest:
     cache_dir: Optional[str] = None  # where named data sets are downloaded (default ~/.cache/resnetkit)
     path_col: str = "path"  # label files: the column of file paths
     label_col: str = "label"  # label files: the column of labels
+    label_sep: str = ";"  # label files: what separates the labels of a multi-label cell
+    task: str = "auto"  # auto, single or multilabel (label files; other data is single-label)
 
 
 @dataclass(frozen=True)

@@ -65,17 +65,27 @@ def resolve_data(request: DataRequest) -> DataSplits:
     """The training and validation data (or, ``for_evaluation``, the held-out data) ``request`` names."""
     if is_label_file(request.data):
         return resolve_label_file(request)
+    if request.task == "multilabel":
+        raise ValueError(f"--data {request.data}: multi-label training reads a label file (a .csv, .tsv or .jsonl "
+                         "with several labels per row, or one 0/1 column per label); folders are single-label")
     return kind_of(request.data).resolve(request)
 
 
 def load_eval_data(spec: InputSpec, path: str, on_corrupt: str = "skip", path_col: str = "path",
-                   label_col: str = "label", classes: Optional[Sequence[str]] = None) -> LabelledData:
+                   label_col: str = "label", classes: Optional[Sequence[str]] = None,
+                   multilabel: bool = False, label_sep: str = ";") -> LabelledData:
     """The held-out part of ``path`` (a folder, a data set name or a label file), read for a model trained with ``spec``.
 
     ``classes``: a label file's labels must be among them (a label that is not is named with its line).
+    ``multilabel``: the model's task; a label file of the other task is refused, and a multi-label
+    model reads nothing but label files.
     """
     if is_label_file(path):
         request = DataRequest(data=str(path), on_corrupt=on_corrupt, for_evaluation=True, path_col=path_col,
-                              label_col=label_col, in_chans=getattr(spec, "in_chans", None))
-        return resolve_label_file(request, getattr(spec, "features", None), kind=spec.kind, known_classes=classes).val
+                              label_col=label_col, label_sep=label_sep, in_chans=getattr(spec, "in_chans", None))
+        return resolve_label_file(request, getattr(spec, "features", None), kind=spec.kind, known_classes=classes,
+                                  multilabel=multilabel).val
+    if multilabel:
+        raise ValueError(f"{path}: a multi-label model is evaluated on a label file (a .csv, .tsv or .jsonl listing "
+                         "each file's labels), not a folder")
     return data_kind(spec.kind).load_eval(spec, path, on_corrupt)

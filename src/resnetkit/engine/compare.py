@@ -68,6 +68,7 @@ def compare(models: Sequence[str], config: TrainConfig, out_dir: str | Path, mea
     check_seeds(seeds)
     if not models:
         raise ValueError("compare needs at least one model (--models resnet20,plain20,...)")
+    _check_single_label(config)
     if config.pretrained:  # every model must have the weights before the first one trains
         for name in models:
             pretrained_weights(name, config.pretrained)
@@ -89,6 +90,19 @@ def compare(models: Sequence[str], config: TrainConfig, out_dir: str | Path, mea
             train(run_config, resume="auto", changes=run_config.to_dict())
     seed_values = [run_config.seed for _, run_config in planned[models[0]]] if seeds > 1 else None
     return report(out, models, measure_latency, seeds=seed_values)
+
+
+def _check_single_label(config: TrainConfig) -> None:
+    """compare ranks runs by accuracy and pairs their per-sample hits: single-label runs only, said before training."""
+    from ..data.label_files import is_label_file, read_label_file
+
+    multilabel = config.task == "multilabel" or (
+        config.task == "auto" and is_label_file(config.data)
+        and read_label_file(config.data, config.path_col, config.label_col, label_sep=config.label_sep).multilabel)
+    if multilabel:
+        raise ValueError(f"--data {config.data} is multi-label; compare ranks single-label runs by accuracy and "
+                         "pairs their per-sample hits. Train multi-label models one by one (resnetkit train) and "
+                         "compare their metrics.json (map, per_label)")
 
 
 def check_seeds(seeds: object) -> int:

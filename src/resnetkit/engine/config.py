@@ -29,11 +29,12 @@ LR_UNITS = ("batch", "example")
 AMP_MODES = tuple(p for p in PRECISIONS if p != "fp32")  # auto, bf16, fp16, off
 MILESTONE_UNITS = ("epoch", "step")
 SAMPLERS = ("uniform", "balanced")
-MONITORS = ("val_accuracy", "val_loss")
+MONITORS = ("auto", "val_accuracy", "val_loss", "val_map")
+TASKS = ("auto", "single", "multilabel")
 CALIBRATIONS = ("temperature", "none")
 RECIPE_PACKAGE = "resnetkit.recipes"
 __all__ = ["AMP_MODES", "AUDIO_LAYOUTS", "CALIBRATIONS", "FEATURE_KINDS", "LOGGERS", "LR_UNITS", "MILESTONE_UNITS",
-           "MONITORS", "ON_CORRUPT", "OPTIMIZERS", "SAMPLERS", "SCHEDULES",
+           "MONITORS", "ON_CORRUPT", "OPTIMIZERS", "SAMPLERS", "SCHEDULES", "TASKS",
            "TrainConfig", "build_config", "load_recipe", "recipe_names"]
 
 
@@ -51,6 +52,10 @@ class TrainConfig:
     on_corrupt: str = "skip"  # skip (named in the log) or stop at an unreadable file
     path_col: str = "path"  # a label file's (--data labels.csv) column of file paths
     label_col: str = "label"  # a label file's column of labels
+    label_sep: str = ";"  # what separates the labels of a multi-label cell
+    # single or multilabel; auto: multi-label when the label file says so (several labels in a cell,
+    # or one 0/1 column per label). Multi-label runs train sigmoid outputs with binary cross-entropy.
+    task: str = "auto"
     augment: str = "auto"  # a preset (cifar, digits, imagenet, speech, ...) or auto: chosen from the data
     augment_args: dict[str, Any] = field(default_factory=dict)  # preset fields to override
     # Audio data (ignored for images): the feature settings as given (recipe, flags); None is
@@ -104,7 +109,8 @@ class TrainConfig:
     # Early stopping: stop when the monitored validation metric has not improved for this many
     # epochs (None: never); the monitored metric also chooses the best epoch (best.pt).
     early_stop: Optional[int] = None
-    monitor: str = "val_accuracy"  # val_accuracy or val_loss
+    # auto (val_map for multi-label runs, else val_accuracy), val_accuracy, val_loss or val_map
+    monitor: str = "auto"
     # calibration of the probabilities on the validation split at the end of the run: temperature
     # (one scalar dividing the logits, fitted by NLL) or none.
     calibrate: str = "temperature"
@@ -168,6 +174,9 @@ class TrainConfig:
         _choice(self, "lr_unit", LR_UNITS)
         _choice(self, "sampler", SAMPLERS)
         _choice(self, "monitor", MONITORS)
+        _choice(self, "task", TASKS)
+        if not isinstance(self.label_sep, str):
+            raise TypeError(f"label_sep must be a string, got {self.label_sep!r}")
         _choice(self, "calibrate", CALIBRATIONS)
         if not isinstance(self.class_weights, str) or not self.class_weights:
             raise TypeError(f"class_weights must be none, balanced or a file of weights, got {self.class_weights!r}")

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from ..data import BatchOptions, InputSpec, as_labelled_data
 from ..data.batching import BatchSource
+from ..data.multilabel import is_multilabel
 from ..runtime.device import autocast, resolve_device, resolve_precision
 from .metrics import ClassificationMetrics
 from .tta import with_tta
@@ -105,13 +106,17 @@ def evaluate(
     input_spec: Optional[InputSpec] = None,
     channels_last: bool = True,
     tta: str = "none",
-    temperature: float = 1.0,
+    temperature: float | Sequence[float] = 1.0,
+    thresholds: Optional[Sequence[float]] = None,
 ) -> EvalResult:
     """Loss, accuracy and the full metrics of ``model`` on ``data`` (Keras' ``model.evaluate``).
 
     ``data`` is any labelled data of :mod:`resnetkit.data` or an ``(inputs, labels)`` pair.
     ``tta="flip"`` averages the logits of each image and its mirror (images only).
     ``temperature`` divides the logits for the loss and the calibration error (``ece``).
+    Multi-label data (:class:`~resnetkit.data.multilabel.MultiLabelData`) gets the metrics of
+    :func:`~.multilabel.multilabel_metrics` (mAP, per-label AP, ...), its labels decided at
+    ``thresholds`` (0.5 each by default) and ``accuracy`` the exact match.
     """
     device = resolve_device(device)
     model = model.to(device)
@@ -123,8 +128,14 @@ def evaluate(
     options = BatchOptions(train=False, batch_size=batch_size, device=device, channels_last=channels_last)
     model = with_tta(model, tta, spec.kind)
     source = data.batches(spec, options)
-    m = evaluate_batches(model, source, classes, device, resolve_precision(amp, device), temperature=temperature)
+    if is_multilabel(data):
+        from .multilabel import multilabel_metrics
+
+        logits, targets = collect_logits(model, source, device, resolve_precision(amp, device))
+        m = multilabel_metrics(logits, targets, classes, temperature, thresholds)
+    else:
+        m = evaluate_batches(model, source, classes, device, resolve_precision(amp, device), temperature=temperature)
     # Left out when the data was read, and by the batch source while decoding (DataLoader workers).
     skipped = {f.path: f for f in [*getattr(data, "skipped", ()), *source.skipped]}
     m["skipped"] = [{"path": f.path, "reason": f.reason} for f in skipped.values()]
-    return EvalResult(m["loss"], m["top1"], m)
+    return EvalResult(m["loss"], m["top1"] if "top1" in m else m["exact_match"], m)

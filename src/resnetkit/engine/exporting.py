@@ -121,15 +121,16 @@ def export_run(
     try:
         graph, meta = export_model(run.model, fp32_path, fmt, input_spec=run.input_spec, classes=run.classes,
                                    model_name=run.model_name, source=str(run.path), waveform=waveform,
-                                   temperature=run.temperature)
+                                   temperature=run.temperature, task=run.task, thresholds=run.thresholds)
         exported = load_exported(fp32_path)
         samples = sample_batches(held_out, exported.input_spec, parity_samples, seed=seed)
         if not samples:
             raise ValueError(f"no samples in {data_name} to check the export on")
         progress(f"checking parity on {sum(len(x) for x, _ in samples)} samples of {data_name}...")
-        parity = measure_parity(graph.module, exported.module, samples)
+        cuts = _label_cuts(run)
+        parity = measure_parity(graph.module, exported.module, samples, label_cuts=cuts)
         report = ExportReport(out, fmt, meta, parity, Path(f"{out}.parity.json"), data_name)
-        passed = parity.top1_agreement >= min_agreement
+        passed = parity.agreement >= min_agreement
         if passed and int8:
             report.int8 = _quantize(run, graph, exported, fp32_path, out, meta, samples, calibrate, calibration_data,
                                     splits, seed, progress)
@@ -146,7 +147,7 @@ def export_run(
         if out.exists():
             os.replace(out, failed)
         raise ExportParityError(
-            f"parity check failed for {out}: top-1 agreement with the PyTorch model {parity.top1_agreement:.2%} < "
+            f"parity check failed for {out}: agreement with the PyTorch model {parity.agreement:.2%} < "
             f"{min_agreement:.1%} on {parity.samples} samples (max |logit diff| {parity.max_abs_diff:.3g}); "
             f"the file was renamed {failed.name}, the numbers are in {report.parity_path.name}")
     return report
@@ -182,4 +183,14 @@ def _quantize(run: LoadedRun, graph, exported, fp32_path: Path, out: Path, meta:
         if int8_tmp.exists():
             os.unlink(int8_tmp)
     quantized = load_exported(out)
-    return measure_parity(graph.module, quantized.module, samples)
+    return measure_parity(graph.module, quantized.module, samples, label_cuts=_label_cuts(run))
+
+
+def _label_cuts(run: LoadedRun):
+    """A multi-label run's decision points on the logits: label k is predicted when z_k >= T_k * logit(threshold_k)."""
+    if not run.multilabel:
+        return None
+    import torch
+
+    cut = torch.tensor(run.thresholds or [0.5] * len(run.classes), dtype=torch.float64).clamp(1e-6, 1 - 1e-6)
+    return torch.as_tensor(run.temperature, dtype=torch.float64) * torch.logit(cut)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from ..runtime.files import save_text
 
-METRIC_COLUMNS = ("epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr",
+METRIC_COLUMNS = ("epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "val_map", "lr",
                   "images_per_sec", "seconds", "val_seconds")
 # Keras' names for what each row records.
 KERAS_NAMES = {"train_loss": "loss", "train_acc": "accuracy", "val_loss": "val_loss", "val_acc": "val_accuracy",
-               "val_top5": "val_top5", "lr": "lr"}
+               "val_top5": "val_top5", "val_map": "val_map", "lr": "lr"}
 
 
 class History(list):

@@ -16,7 +16,10 @@ from ..models import create_model, pretrained_weights
 from ..models.weights import CheckpointError
 from ..runtime.device import resolve_device
 from .checkpoint import checkpoint_weights, find_checkpoint, read_checkpoint
+from ..data.multilabel import check_decision, is_multilabel
 from .evaluation import EvalResult, evaluate
+from .multilabel import DEFAULT_THRESHOLD
+from .multilabel import probabilities as multilabel_probabilities
 from .run_data import run_splits, sample_batches
 from .tta import check_tta, with_tta
 
@@ -36,8 +39,15 @@ class LoadedRun:
     device: torch.device
     _inference_models: dict = field(default_factory=dict, repr=False)
     config: Optional[dict] = field(default=None, repr=False)  # the run's TrainConfig as a dict (its data, for int8)
-    # Probabilities are softmax(logits / temperature): the run's calibration (1.0: none).
-    temperature: float = 1.0
+    # Probabilities are softmax(logits / temperature): the run's calibration (1.0: none). Multi-label
+    # runs: sigmoid(logits / temperature), one temperature per label.
+    temperature: float | list[float] = 1.0
+    task: str = "single"  # or "multilabel": every label scored on its own
+    thresholds: Optional[list[float]] = None  # multi-label: the probability at which each label is predicted
+
+    @property
+    def multilabel(self) -> bool:
+        return self.task == "multilabel"
 
     # Batches for evaluate in channels-last memory format (4-D inputs).
     channels_last: ClassVar[bool] = True
@@ -76,7 +86,8 @@ class LoadedRun:
 
         A label file's labels must be classes of the model: one that is not is named with its line.
         """
-        return load_eval_data(self.input_spec, str(path), on_corrupt, path_col, label_col, classes=self.classes)
+        return load_eval_data(self.input_spec, str(path), on_corrupt, path_col, label_col, classes=self.classes,
+                              multilabel=self.multilabel, label_sep=(self.config or {}).get("label_sep", ";"))
 
     def evaluate(self, data: Any, batch_size: int = 256, amp: str = "auto", precision: Optional[str] = None,
                  tta: str = "none") -> EvalResult:
@@ -94,8 +105,12 @@ class LoadedRun:
             data = data.remap_classes(self.classes)
         model = with_tta(self.inference_model(amp), tta, self.kind)
         # The optimized module carries its own precision; autocast stays off around it.
+        if self.multilabel != is_multilabel(data):
+            raise ValueError(f"{data.source}: {'single' if self.multilabel else 'multi'}-label data for a "
+                             f"{'multi' if self.multilabel else 'single'}-label model")
         result = evaluate(model, data, batch_size=batch_size, device=self.device, amp="off", classes=self.classes,
-                          input_spec=self.input_spec, channels_last=self.channels_last, temperature=self.temperature)
+                          input_spec=self.input_spec, channels_last=self.channels_last, temperature=self.temperature,
+                          thresholds=self.thresholds)
         # Said in the output, as metrics.json of the run says it: which path computed the numbers.
         result.metrics["inference"] = model.description
         return result
@@ -107,6 +122,9 @@ class LoadedRun:
 
         ``batch_size``: how many inputs run through the model together; by default all that are
         given (a server's batch is the caller's), and ``resnetkit predict`` takes 64 at a time.
+        A multi-label run gives per input also ``labels`` (those at or above their threshold, most
+        probable first) and ``probabilities`` ({label: p} for every label); its ``top_k`` are the
+        most probable labels, each probability on its own (they do not sum to 1).
         """
         amp = precision or amp
         items = list(expand_inputs(inputs, self.input_spec))
@@ -121,19 +139,35 @@ class LoadedRun:
         results = []
         for start in range(0, len(items), step):
             prepared = self.input_spec.prepare(items[start : start + step], self.device)
-            probs = ((model(prepared.batch).float() / self.temperature).softmax(1).cpu()
-                     if prepared.batch is not None else None)
+            probs = self.probabilities(model(prepared.batch)).cpu() if prepared.batch is not None else None
             row = 0
             for name, error in zip(prepared.names, prepared.errors):
                 if error:
                     results.append({"source": name, "error": error})
                     continue
                 p, idx = probs[row].topk(k)
-                row += 1
-                results.append({"source": name, "top_k": [
+                result = {"source": name, "top_k": [
                     {"class": self.classes[i], "index": int(i), "probability": float(v)} for v, i in zip(p, idx)
-                ]})
+                ]}
+                if self.multilabel:
+                    result.update(self.label_decision(probs[row]))
+                row += 1
+                results.append(result)
         return results
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """The run's calibrated probabilities: softmax(z / T), or for a multi-label run sigmoid(z_k / T_k)."""
+        if self.multilabel:
+            return multilabel_probabilities(logits, self.temperature)
+        return (logits.float() / self.temperature).softmax(1)
+
+    def label_decision(self, probs: torch.Tensor) -> dict:
+        """A multi-label run's answer for one input: the labels at or above their thresholds, and every probability."""
+        cut = self.thresholds or [DEFAULT_THRESHOLD] * len(self.classes)
+        order = probs.argsort(descending=True).tolist()
+        return {"labels": [self.classes[i] for i in order if float(probs[i]) >= cut[i]],
+                "probabilities": {self.classes[i]: float(probs[i]) for i in range(len(self.classes))},
+                "thresholds": {self.classes[i]: float(cut[i]) for i in range(len(self.classes))}}
 
 
 def expand_inputs(inputs: Any, spec: InputSpec) -> Iterable:
@@ -180,11 +214,13 @@ def load_run(path: str | Path, device: str = "auto", weights: str = "best") -> L
     except (RuntimeError, TypeError, ValueError) as err:
         raise CheckpointError(f"{ckpt}: weights do not fit {state['model_name']}: {err}") from None
     model = model.to(dev).eval()
-    temperature = state.get("temperature", 1.0)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise CheckpointError(f"{ckpt}: its temperature {temperature!r} is not a number > 0")
+    try:
+        task, temperature, thresholds = check_decision(state.get("task", "single"), state.get("temperature", 1.0),
+                                                       state.get("thresholds"), len(classes))
+    except ValueError as err:
+        raise CheckpointError(f"{ckpt}: {err}") from None
     return LoadedRun(model, classes, spec, state["model_name"], ckpt, dev, config=state.get("config"),
-                     temperature=float(temperature))
+                     temperature=temperature, task=task, thresholds=thresholds)
 
 
 @dataclass
@@ -262,5 +298,6 @@ def load_model(path: str | Path, device: str = "auto", weights: str = "best") ->
         exported = load_exported(p, device=resolve_device(device))
         return LoadedExport(exported.module, exported.classes, exported.input_spec, exported.model_name, p,
                             exported.device, format=exported.format, precision=exported.precision,
-                            input=exported.input, temperature=exported.temperature)
+                            input=exported.input, temperature=exported.temperature, task=exported.task,
+                            thresholds=exported.thresholds)
     return load_run(path, device=device, weights=weights)

@@ -23,7 +23,8 @@ def data_request(config: TrainConfig, for_evaluation: bool = False) -> DataReque
     return DataRequest(data=config.data, val_split=config.val_split, seed=seed, in_chans=config.in_chans,
                        on_corrupt=config.on_corrupt, audio=config.features, audio_layout=config.audio_layout,
                        fsdd_split=config.fsdd_split, keywords=config.keywords,
-                       for_evaluation=for_evaluation, path_col=config.path_col, label_col=config.label_col)
+                       for_evaluation=for_evaluation, path_col=config.path_col, label_col=config.label_col,
+                       label_sep=config.label_sep, task=config.task)
 
 
 def load_data(config: TrainConfig, for_evaluation: bool = False) -> DataSplits:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..data import BatchOptions, InputSpec, as_labelled_data
+from ..data.multilabel import is_multilabel
 from ..models import check_input_size
 from ..models.tweaks import whitening_of
 from ..runtime import distributed
@@ -38,6 +39,8 @@ from .evaluation import EvalResult, collect_logits, evaluate_batches, loss_fn, m
 from .finetune import FineTuning, is_head_parameter
 from .history import History, write_metrics_csv
 from .imbalance import balanced_sample_weights, class_weights, training_labels
+from .multilabel import (bce_loss, fit_label_temperatures, label_hits, multilabel_calibration_summary,
+                         multilabel_metrics, positive_weights, tune_thresholds)
 from .optim import Lookahead, build_optimizer, build_scheduler
 from .tracking import create_trackers
 from .run_data import sample_batches
@@ -117,9 +120,26 @@ class Trainer:
         num_classes = len(self.classes) or getattr(model, "num_classes", None)
         common = dict(batch_size=cfg.batch_size, device=self.device, channels_last=cfg.channels_last, seed=cfg.seed,
                       dist=self.dist, workers=workers, num_classes=num_classes)
-        labels = (training_labels(self.train_data) if cfg.class_weights != "none" or cfg.sampler == "balanced"
-                  else None)
-        weights = class_weights(cfg.class_weights, labels, self.classes) if labels is not None else None
+        # Multi-label runs (a label file with several labels per row) train sigmoid outputs with BCE.
+        self.multilabel = is_multilabel(self.train_data)
+        if cfg.task == "multilabel" and not self.multilabel:
+            raise ValueError(f"task multilabel: {self.train_data.source} is single-label data (multi-label data comes "
+                             "from a label file with several labels per row, or one 0/1 column per label)")
+        if self.multilabel and cfg.task == "single":
+            raise ValueError(f"task single: {self.train_data.source} holds several labels per sample")
+        if self.multilabel and cfg.sampler == "balanced":
+            raise ValueError("sampler balanced draws every class equally often, which a multi-label sample (several "
+                             "labels at once) does not allow; use --class-weights balanced (a positive weight per label)")
+        if cfg.monitor == "val_map" and not self.multilabel:
+            raise ValueError("monitor val_map (mean average precision) applies to multi-label runs; this one is "
+                             "single-label: use val_accuracy or val_loss")
+        if self.multilabel:
+            labels = None
+            weights = positive_weights(cfg.class_weights, self.train_data.sample_targets(), self.classes)
+        else:
+            labels = (training_labels(self.train_data) if cfg.class_weights != "none" or cfg.sampler == "balanced"
+                      else None)
+            weights = class_weights(cfg.class_weights, labels, self.classes) if labels is not None else None
         self.class_weights = weights.to(self.device) if weights is not None else None
         draw = balanced_sample_weights(labels, len(self.classes)) if cfg.sampler == "balanced" else None
         self.train_batches = self.train_data.batches(self.input_spec, BatchOptions(
@@ -127,7 +147,7 @@ class Trainer:
         self.val_batches = (self.val_data.batches(self.input_spec, BatchOptions(train=False, **common))
                             if self.val_data is not None else None)
         if cfg.early_stop and self.val_batches is None:
-            raise ValueError(f"early_stop {cfg.early_stop} watches {cfg.monitor} on a validation split; the data has "
+            raise ValueError(f"early_stop {cfg.early_stop} watches {self.monitor} on a validation split; the data has "
                              "none (give --val-split, or a val/ folder)")
 
         # An optimizer step takes accum_steps batches; steps, schedules and budgets count optimizer steps.
@@ -184,7 +204,9 @@ class Trainer:
         self.best_epoch = None
         self.best_score: Optional[float] = None  # the monitored metric at the best epoch (higher is better)
         self.stopped_early: Optional[int] = None  # the epoch early stopping ended the run after
-        self.temperature = 1.0  # fitted on the validation split at the end (calibrate: temperature)
+        # Fitted on the validation split at the end (calibrate: temperature); one per label for multi-label runs.
+        self.temperature: float | list[float] = 1.0
+        self.thresholds: Optional[list[float]] = None  # multi-label: each label's decision threshold on p
         self.history = History()
         self.final_metrics: dict | None = None  # metrics.json of the finished run (best weights, TTA)
         self._partial = torch.zeros(3, dtype=torch.float64)  # loss sum, hits, samples of an interrupted epoch
@@ -258,6 +280,9 @@ class Trainer:
             options = BatchOptions(train=False, batch_size=self.config.batch_size, device=self.device,
                                    channels_last=self.config.channels_last, dist=self.dist)
             source = as_labelled_data(data, self.classes).batches(self.input_spec, options)
+        if self.multilabel:
+            m = multilabel_metrics(*collect_logits(self.eval_model, source, self.device, self.dtype), self.classes)
+            return EvalResult(m["loss"], m["exact_match"], m)
         m = evaluate_batches(self.eval_model, source, self.classes, self.device, self.dtype)
         return EvalResult(m["loss"], m["top1"], m)
 
@@ -319,11 +344,12 @@ class Trainer:
                 with contextlib.nullcontext() if syncing else self._ddp.no_sync():
                     with autocast(self.device, self.dtype):
                         logits = model(x)
-                    loss = loss_fn(logits, y, cfg.label_smoothing, weight=self.class_weights)
+                    loss = self._loss(logits, y)
                     finite &= torch.isfinite(loss)
                     self.scaler.scale(loss * (x.shape[0] / group_size)).backward()
                 n = x.shape[0]
-                step_sums += torch.stack([loss.detach().double() * n, soft_accuracy_hits(logits.detach(), y).double(),
+                hits = label_hits(logits.detach(), y) if self.multilabel else soft_accuracy_hits(logits.detach(), y)
+                step_sums += torch.stack([loss.detach().double() * n, hits.double(),
                                           torch.tensor(float(n), dtype=torch.float64, device=self.device)])
             if (i + 1) % check_every == 0 and not bool(self._all_finite(finite)):
                 self._diverged(loss)
@@ -395,9 +421,20 @@ class Trainer:
         last = self.global_step >= self.total_steps
         if self.val_batches is not None and (self.epoch % cfg.eval_every == 0 or last):
             t_val = time.perf_counter()
-            m = evaluate_batches(self.eval_model, self.val_batches, self.classes, self.device, self.dtype)
-            row.update(val_loss=m["loss"], val_acc=m["top1"], val_top5=m["top5"], val_seconds=time.perf_counter() - t_val)
+            if self.multilabel:
+                m = multilabel_metrics(*collect_logits(self.eval_model, self.val_batches, self.device, self.dtype),
+                                       self.classes)
+                row.update(val_loss=m["loss"], val_acc=m["exact_match"], val_map=m["map"])
+            else:
+                m = evaluate_batches(self.eval_model, self.val_batches, self.classes, self.device, self.dtype)
+                row.update(val_loss=m["loss"], val_acc=m["top1"], val_top5=m["top5"])
+            row["val_seconds"] = time.perf_counter() - t_val
         return row
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.multilabel:
+            return bce_loss(logits, y, self.config.label_smoothing, pos_weight=self.class_weights)
+        return loss_fn(logits, y, self.config.label_smoothing, weight=self.class_weights)
 
     def _fit_to_budget(self, epoch_seconds: float) -> None:
         """Cut the run to the epochs that fit the wall-clock budget, at the first epoch's speed.
@@ -480,6 +517,7 @@ class Trainer:
             "model_args": {**self.model_args, "num_classes": len(self.classes),
                            "in_chans": getattr(self.model, "in_chans", None)},
             "classes": list(self.classes),
+            "task": "multilabel" if self.multilabel else "single",
             "input": self.input_spec.to_dict(),
             "config": self.config.to_dict(),
         }
@@ -586,7 +624,17 @@ class Trainer:
 
     def _monitored(self, row: dict) -> float:
         """The monitored validation metric of an epoch, as a score where higher is better."""
-        return -row["val_loss"] if self.config.monitor == "val_loss" else row["val_acc"]
+        monitor = self.monitor
+        if monitor == "val_loss":
+            return -row["val_loss"]
+        return row["val_map"] if monitor == "val_map" else row["val_acc"]
+
+    @property
+    def monitor(self) -> str:
+        """What chooses the best epoch: ``monitor``, with auto meaning val_map for multi-label runs, else val_accuracy."""
+        if self.config.monitor != "auto":
+            return self.config.monitor
+        return "val_map" if self.multilabel else "val_accuracy"
 
     def _check_early_stop(self, row: dict) -> None:
         """End the run once ``early_stop`` epochs have passed without the monitored metric improving."""
@@ -598,7 +646,7 @@ class Trainer:
             self.total_steps, self.epochs = self.global_step, self.epoch
             if self.dist.is_main:
                 log.info("early stop after epoch %d: %s has not improved for %d epoch(s) since epoch %d; "
-                         "the run keeps epoch %d's weights", row["epoch"], self.config.monitor,
+                         "the run keeps epoch %d's weights", row["epoch"], self.monitor,
                          row["epoch"] - self.best_epoch, self.best_epoch, self.best_epoch)
 
     def _check_finite_state(self, row: dict) -> None:
@@ -633,13 +681,16 @@ class Trainer:
             "epoch": self.best_epoch,
             "val_acc": self.best_acc if self.best_acc >= 0 else None,
             "temperature": self.temperature,  # predict and serve divide the logits by it
+            "thresholds": self.thresholds,  # multi-label: predict and serve report the labels at or above them
         }
 
     def _write_best_files(self) -> None:
         save_checkpoint(self.best_checkpoint_state(), self.run_dir / "best.pt")
         meta = {"model_name": str(getattr(self.model, "model_name", "")), "classes": ",".join(self.classes),
                 "epoch": str(self.best_epoch), "val_acc": str(self.best_acc),
-                "temperature": repr(self.temperature)}
+                "temperature": repr(self.temperature), "task": "multilabel" if self.multilabel else "single"}
+        if self.thresholds is not None:
+            meta["thresholds"] = repr(self.thresholds)
         save_weights_safetensors(self._best_weights, self.run_dir / "best.safetensors", meta)
 
     def sync_best_files(self) -> bool:
@@ -672,24 +723,43 @@ class Trainer:
         served = with_tta(served, self.config.tta, self.input_spec.kind)
         logits, labels = collect_logits(served, self.val_batches, self.device)
         calibrate = self.config.calibrate == "temperature"
+        if self.multilabel:
+            m = self._multilabel_final_metrics(logits, labels, calibrate)
+        else:
+            m = self._single_label_final_metrics(logits, labels, calibrate)
+        m["epoch"] = self.best_epoch
+        m["inference"] = served.description
+        if self.stopped_early:
+            m["stopped_early"] = {"after_epoch": self.stopped_early, "monitor": self.monitor,
+                                  "patience": self.config.early_stop}
+        return m
+
+    def _multilabel_final_metrics(self, logits: torch.Tensor, targets: torch.Tensor, calibrate: bool) -> dict:
+        """Per-label temperatures (when calibrating), then per-label thresholds on the calibrated probabilities."""
+        from .multilabel import probabilities
+
+        if calibrate:
+            self.temperature = fit_label_temperatures(logits, targets)
+        self.thresholds = tune_thresholds(probabilities(logits, self.temperature), targets)
+        m = multilabel_metrics(logits, targets, self.classes, self.temperature, self.thresholds)
+        m["calibration"] = (multilabel_calibration_summary(
+            multilabel_metrics(logits, targets, self.classes, 1.0, self.thresholds), m) if calibrate else None)
+        return m
+
+    def _single_label_final_metrics(self, logits: torch.Tensor, labels: torch.Tensor, calibrate: bool) -> dict:
         if calibrate:
             self.temperature = fit_temperature(logits, labels)
         m = metrics_of_logits(logits, labels, self.classes, self.device, temperature=self.temperature)
         m["calibration"] = (calibration_summary(metrics_of_logits(logits, labels, self.classes, self.device), m,
                                                 self.temperature) if calibrate else None)
-        m["epoch"] = self.best_epoch
-        m["inference"] = served.description
-        if self.stopped_early:
-            m["stopped_early"] = {"after_epoch": self.stopped_early, "monitor": self.config.monitor,
-                                  "patience": self.config.early_stop}
         return m
 
     def _write_final_report(self, metrics: dict | None) -> None:
         """metrics.json first, then the plots: a plot that fails is a warning and never costs the metrics."""
-        from ..report.plots import plot_calibration, plot_confusion, plot_curves, plot_preview
+        from ..report.plots import plot_calibration, plot_confusion, plot_curves, plot_label_ap, plot_preview
 
-        if metrics is not None and metrics.get("calibration"):
-            # best.pt gains the fitted temperature before metrics.json marks the run finished.
+        if metrics is not None and (metrics.get("calibration") or self.thresholds is not None):
+            # best.pt gains the fitted temperature (and thresholds) before metrics.json marks the run finished.
             self._write_best_files()
         if metrics is not None:
             save_json(metrics, self.run_dir / "metrics.json")
@@ -698,7 +768,9 @@ class Trainer:
         preview = self.train_data.preview()
         if preview is not None:
             plots.append((preview.filename, lambda path: plot_preview(preview, path)))
-        if metrics is not None:
+        if metrics is not None and self.multilabel:
+            plots.append(("label_ap.png", lambda path: plot_label_ap(metrics["per_label"], path)))
+        elif metrics is not None:
             plots.append(("confusion.png", lambda path: plot_confusion(metrics["confusion_matrix"], self.classes, path)))
         if metrics is not None and metrics.get("calibration"):
             plots.append(("calibration.png", lambda path: plot_calibration(metrics["calibration"], path)))

@@ -35,9 +35,13 @@ class TrainSummary:
     history: History = field(default_factory=History)
     final_top1: Optional[float] = None  # metrics.json's top-1: the best weights, with the run's TTA
     tta: str = "none"
+    final_map: Optional[float] = None  # multi-label runs: metrics.json's mAP (best_val_acc is the exact match)
 
     def __str__(self) -> str:
         acc = f"{self.best_val_acc:.2%} (epoch {self.best_epoch})" if self.best_val_acc is not None else "n/a"
+        if self.final_map is not None:
+            return (f"validation mAP {self.final_map:.2%}, exact match {acc}, {self.seconds:.0f} s, "
+                    f"run written to {self.run_dir}")
         if self.tta != "none" and self.final_top1 is not None:
             acc += f", {self.final_top1:.2%} with {self.tta} TTA (metrics.json)"
         return f"validation accuracy {acc}, {self.seconds:.0f} s, run written to {self.run_dir}"
@@ -178,5 +182,5 @@ def train(config: Optional[TrainConfig] = None, resume: str | Path | None = None
             lock.release()
     final = trainer.final_metrics
     return TrainSummary(run_dir, trainer.best_acc if trainer.best_epoch else None, trainer.best_epoch,
-                        time.perf_counter() - t0, history, final_top1=final["top1"] if final else None,
-                        tta=config.tta)
+                        time.perf_counter() - t0, history, final_top1=final.get("top1") if final else None,
+                        tta=config.tta, final_map=final.get("map") if final else None)

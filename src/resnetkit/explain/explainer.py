@@ -104,6 +104,11 @@ def explain_inputs(run: Any, items: Sequence[Any], target: Any = None, method: s
     :class:`~resnetkit.engine.inference.LoadedRun`). ``target``: a class name or index for
     every input, or None for each input's predicted class. An unreadable item gets its
     error in the result instead of stopping the others.
+
+    A multi-label run (``run.multilabel``) scores each label on its own (its calibrated
+    sigmoid); with ``target=None`` every label it predicts for an input (at or above the
+    label's threshold; the most probable one when none is) gets its own map, so an input may
+    give several results, in order, each naming its ``target``.
     """
     reason = explain_unavailable(run)
     if reason:
@@ -119,21 +124,47 @@ def explain_inputs(run: Any, items: Sequence[Any], target: Any = None, method: s
         chunk = list(items[start : start + EXPLAIN_CHUNK])
         prepared = spec.prepare(chunk, device)
         readable = [item for item, error in zip(chunk, prepared.errors) if not error]
+        multilabel = bool(getattr(run, "multilabel", False))
         if prepared.batch is not None:
-            found = grad_cam(run.model, prepared.batch, target=target_index, layer=layer, method=method)
+            batch, rows, targets = prepared.batch, torch.arange(len(prepared.batch)), target_index
+            if multilabel and target_index is None:
+                rows, targets = _predicted_labels(run, prepared.batch)
+                batch = prepared.batch[rows.to(prepared.batch.device)]
+            found = grad_cam(run.model, batch, target=targets, layer=layer, method=method)
+            probabilities = run.probabilities(found.logits) if multilabel else found.probabilities
             display = spec.display(readable, prepared.batch)
         row = 0
-        for name, error in zip(prepared.names, prepared.errors):
+        for position, (name, error) in enumerate(zip(prepared.names, prepared.errors)):
             if error:
                 results.append(ExplainedInput(name, error=error, method=method))
                 continue
-            probs, idx = found.probabilities[row].topk(k)
-            explained = int(found.targets[row])
-            results.append(ExplainedInput(
-                source=name, target=classes[explained],
-                target_probability=float(found.probabilities[row, explained]),
-                top_k=[{"class": classes[i], "index": int(i), "probability": float(p)} for p, i in zip(probs, idx)],
-                cam=found.maps[row].cpu().numpy(), background=display.pictures[row], style=display.style,
-                method=method, layer=found.layer, axes=display.axes))
+            for j in (rows == row).nonzero().flatten().tolist():
+                probs, idx = probabilities[j].topk(k)
+                explained = int(found.targets[j])
+                results.append(ExplainedInput(
+                    source=name, target=classes[explained],
+                    target_probability=float(probabilities[j, explained]),
+                    top_k=[{"class": classes[i], "index": int(i), "probability": float(p)} for p, i in zip(probs, idx)],
+                    cam=found.maps[j].cpu().numpy(), background=display.pictures[row], style=display.style,
+                    method=method, layer=found.layer, axes=display.axes))
             row += 1
     return results
+
+
+@torch.no_grad()
+def _predicted_labels(run: Any, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each input of a multi-label run, the labels it predicts: (input row, label) pairs, in input order."""
+    model = run.model
+    was_training = model.training
+    model.eval()
+    try:
+        probs = run.probabilities(model(batch)).cpu()
+    finally:
+        model.train(was_training)
+    cut = torch.tensor(run.thresholds or [0.5] * probs.shape[1])
+    rows, labels = [], []
+    for i, p in enumerate(probs):
+        chosen = [int(c) for c in p.argsort(descending=True) if p[c] >= cut[c]] or [int(p.argmax())]
+        rows += [i] * len(chosen)
+        labels += chosen
+    return torch.tensor(rows), torch.tensor(labels)

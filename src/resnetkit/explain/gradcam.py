@@ -16,7 +16,7 @@ path and keeps captum out of the runtime dependencies.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,7 @@ class Explanation:
     targets: torch.Tensor  # (N,) the class index each map explains
     probabilities: torch.Tensor  # (N, num_classes) softmax of the logits of the same forward pass
     layer: str  # the module the maps were read from
+    logits: Optional[torch.Tensor] = None  # (N, num_classes) of the same pass (multi-label runs score them per label)
 
 
 def default_layer(model: nn.Module) -> tuple[str, nn.Module]:
@@ -160,7 +161,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: Target = None, layer: Un
             cam = torch.where(span > 0, (cam - low) / torch.where(span > 0, span, torch.ones_like(span)),
                               torch.zeros_like(cam))
         probabilities = logits.detach().float().softmax(1)
-    return Explanation(cam, targets.detach(), probabilities, name)
+    return Explanation(cam, targets.detach(), probabilities, name, logits.detach().float())
 
 
 def explain(model: nn.Module, x: torch.Tensor, target: Target = None, layer: Union[None, str, nn.Module] = None,

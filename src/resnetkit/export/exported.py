@@ -116,8 +116,17 @@ class ExportedModel:
         return self.metadata.input
 
     @property
-    def temperature(self) -> float:
-        return float(self.metadata.temperature)
+    def temperature(self) -> float | list[float]:
+        t = self.metadata.temperature
+        return [float(v) for v in t] if isinstance(t, list) else float(t)
+
+    @property
+    def task(self) -> str:
+        return self.metadata.task
+
+    @property
+    def thresholds(self) -> list[float] | None:
+        return self.metadata.thresholds
 
 
 def load_exported(path: str | Path, device: str | torch.device = "cpu") -> ExportedModel:

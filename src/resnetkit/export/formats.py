@@ -90,11 +90,14 @@ def export_model(
     model_name: str | None = None,
     source: str = "",
     waveform: bool | None = None,
-    temperature: float = 1.0,
+    temperature: float | Sequence[float] = 1.0,
+    task: str = "single",
+    thresholds: Sequence[float] | None = None,
 ) -> tuple[ExportGraph, ExportMetadata]:
     """Export ``model`` (fp32, eval mode) to ``path`` as ``fmt`` (onnx, torchscript, pt2).
 
-    ``input_spec``, ``classes`` and the calibration ``temperature`` travel inside the file. Audio models export with their
+    ``input_spec``, ``classes``, the calibration ``temperature`` and (multi-label: ``task``
+    multilabel) the per-label ``thresholds`` travel inside the file. Audio models export with their
     feature front end (``waveform=None``: when it exports; ``True``: or fail; ``False``: never),
     otherwise from features, which the metadata's ``input`` field and ``notes`` say.
     Returns the exported graph (the torch module the file should match) and the metadata.
@@ -112,7 +115,7 @@ def export_model(
     if audio and waveform is False:
         graph.notes.append("exported from features: resnetkit computes them from raw audio with input_spec")
     try:
-        meta = _metadata(graph, input_spec, classes, name, source, temperature)
+        meta = _metadata(graph, input_spec, classes, name, source, temperature, task, thresholds)
         export_graph(graph, path, fmt, meta)
     except Exception as err:
         if graph.input != "waveform" or waveform:
@@ -123,7 +126,7 @@ def export_model(
         graph = graph_for(model, input_spec, waveform=False)
         graph.notes.append(f"exported from features: the audio front end did not export to {fmt} ({reason[:200]}); "
                            "resnetkit computes the features from raw audio with input_spec")
-        meta = _metadata(graph, input_spec, classes, name, source, temperature)
+        meta = _metadata(graph, input_spec, classes, name, source, temperature, task, thresholds)
         export_graph(graph, path, fmt, meta)
     return graph, meta
 
@@ -137,9 +140,12 @@ def _num_outputs(model: nn.Module, spec: InputSpec) -> int:
 
 
 def _metadata(graph: ExportGraph, spec: InputSpec, classes: Sequence[str], name: str, source: str,
-              temperature: float = 1.0) -> ExportMetadata:
+              temperature: float | Sequence[float] = 1.0, task: str = "single",
+              thresholds: Sequence[float] | None = None) -> ExportMetadata:
+    temperature = [float(t) for t in temperature] if isinstance(temperature, (list, tuple)) else float(temperature)
     return ExportMetadata(model_name=name, classes=list(classes), input_spec=spec.to_dict(), input=graph.input,
-                          temperature=float(temperature),
+                          temperature=temperature, task=task,
+                          thresholds=[float(t) for t in thresholds] if thresholds is not None else None,
                           input_shape=list(graph.example.shape[1:]), source=source, notes=list(graph.notes),
                           versions={"resnetkit": __version__, "torch": torch.__version__.split("+")[0]})
 

@@ -39,7 +39,11 @@ class ExportMetadata:
     input_shape: list[int]  # one input without the batch axis (the batch axis is dynamic)
     precision: str = "fp32"  # fp32 or int8
     # The graph gives logits; probabilities are softmax(logits / temperature), the run's calibration.
-    temperature: float = 1.0
+    # Multi-label models (task "multilabel"): sigmoid(logits / temperature) per label, one temperature
+    # per label, and a label is predicted when its probability reaches its threshold.
+    temperature: float | list[float] = 1.0
+    task: str = "single"
+    thresholds: list[float] | None = None
     source: str = ""  # the checkpoint it was exported from
     notes: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
@@ -64,11 +68,17 @@ class ExportMetadata:
             raise ValueError(f"{path}: its metadata's classes must be a non-empty list of names, got {classes!r}")
         if not isinstance(values["input_spec"], dict):
             raise ValueError(f"{path}: its metadata's input_spec must be a dict, got {type(values['input_spec']).__name__}")
-        temperature = values.get("temperature", 1.0)
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise ValueError(f"{path}: its metadata's temperature must be a number > 0, got {temperature!r}")
+        from ..data.multilabel import check_decision
+
+        try:
+            task, temperature, thresholds = check_decision(values.get("task", "single"), values.get("temperature", 1.0),
+                                                           values.get("thresholds"), len(classes))
+        except ValueError as err:
+            raise ValueError(f"{path}: its metadata's {str(err).removeprefix('its ')}") from None
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        fields = {k: v for k, v in values.items() if k in known}
+        fields.update(task=task, temperature=temperature, thresholds=thresholds)
+        return cls(**fields)
 
 
 def to_onnx_props(meta: ExportMetadata) -> dict[str, str]:
@@ -82,7 +92,7 @@ def from_onnx_props(props: dict[str, str]) -> dict[str, Any]:
     for key, text in props.items():
         if key not in ExportMetadata.__dataclass_fields__:
             continue  # another tool's metadata
-        if key in ("classes", "input_spec", "input_shape", "notes", "versions", "temperature"):
+        if key in ("classes", "input_spec", "input_shape", "notes", "versions", "temperature", "thresholds"):
             try:
                 values[key] = json.loads(text)
             except json.JSONDecodeError:

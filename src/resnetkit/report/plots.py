@@ -154,13 +154,21 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: PathLike, title: Opt
     panels = ((ax_loss, "loss", "Loss"), (ax_acc, "acc", "Accuracy"))
     for ax, suffix, label in panels:
         drawn = []
+        # Multi-label runs: accuracy is per label (train) and exact match (val); their mAP is drawn too.
+        multilabel = any(row.get("val_map") is not None for row in rows)
+        names = {"train": "train (per label)" if multilabel else "train",
+                 "val": "val exact match" if multilabel else "val"}
         for split, colour in (("train", "tab:blue"), ("val", "tab:orange")):
             xs, ys = _series(rows, f"{split}_{suffix}")
             if xs:
-                ax.plot(xs, ys, color=colour, label=split, **_line_kwargs(len(xs)))
+                ax.plot(xs, ys, color=colour, label=names[split], **_line_kwargs(len(xs)))
                 drawn.extend(ys)
+        if suffix == "acc" and multilabel:
+            xs, ys = _series(rows, "val_map")
+            ax.plot(xs, ys, color="tab:green", label="val mAP", **_line_kwargs(len(xs)))
+            drawn.extend(ys)
         if suffix == "acc":
-            xs, ys = _series(rows, "val_acc")
+            xs, ys = _series(rows, "val_map" if multilabel else "val_acc")
             finite = [(x, y) for x, y in zip(xs, ys) if math.isfinite(y)]
             if finite:
                 best_x, best_y = max(finite, key=lambda p: p[1])
@@ -278,7 +286,13 @@ def plot_calibration(calibration: Mapping[str, Any], path: PathLike) -> Path:
         if not isinstance(bins, Mapping) or not all(k in bins for k in ("count", "confidence", "accuracy")):
             raise ValueError(f"calibration must hold {key} with count, confidence and accuracy per bin")
         ece = calibration.get("ece_before" if label == "before" else "ece_after")
-        title = f"{label} (T = 1)" if label == "before" else f"after (T = {float(calibration['temperature']):.3g})"
+        t = calibration["temperature"]
+        if label == "before":
+            title = f"{label} (T = 1)"
+        elif isinstance(t, (list, tuple)):  # multi-label: one temperature per label
+            title = f"after ({len(t)} per-label T, median {float(np.median(t)):.3g})"
+        else:
+            title = f"after (T = {float(t):.3g})"
         panels.append((title, bins, ece))
     fig = _new_figure(10.0, 4.6)
     axes = fig.subplots(1, 2, sharey=True)
@@ -297,7 +311,7 @@ def plot_calibration(calibration: Mapping[str, Any], path: PathLike) -> Path:
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("confidence (top-1 probability)")
+        ax.set_xlabel("probability of each label" if isinstance(t, (list, tuple)) else "confidence (top-1 probability)")
         ax.set_title(f"{title}: ECE {100 * float(ece):.2f}%" if ece is not None else title)
         ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0))
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
@@ -313,6 +327,42 @@ def plot_calibration(calibration: Mapping[str, Any], path: PathLike) -> Path:
 
 
 @_plain_text
+@_plain_text
+def plot_label_ap(per_label: Mapping[str, Mapping[str, Any]], path: PathLike) -> Path:
+    """A multi-label run's average precision per label (metrics.json's ``per_label``), best first.
+
+    Each bar is one label's AP on the validation split; the dashed line is their mean (mAP).
+    Labels without a positive validation sample have no AP and are listed as such.
+    """
+    _check_path(path)
+    if not isinstance(per_label, Mapping) or not per_label:
+        raise ValueError("per_label must map each label to its metrics (ap, support, ...)")
+    scored = [(str(name), float(v["ap"]), int(v.get("support", 0))) for name, v in per_label.items()
+              if isinstance(v, Mapping) and v.get("ap") is not None]
+    unscored = [str(name) for name, v in per_label.items() if not isinstance(v, Mapping) or v.get("ap") is None]
+    scored.sort(key=lambda item: -item[1])
+    fig = _new_figure(max(6.0, 0.45 * len(per_label) + 2.5), 4.4)
+    ax = fig.subplots()
+    if scored:
+        names = [f"{name}\n(n={n})" for name, _, n in scored]
+        values = [ap for _, ap, _ in scored]
+        ax.bar(range(len(values)), values, color="tab:blue", edgecolor="black")
+        mean = sum(values) / len(values)
+        ax.axhline(mean, linestyle="--", color="tab:red", label=f"mAP {mean:.1%}")
+        ax.set_xticks(range(len(values)), names, rotation=45 if len(values) > 8 else 0, ha="right" if len(values) > 8 else "center",
+                      fontsize=8)
+        ax.legend(loc="lower left")
+    ax.set_ylim(0, 1)
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    ax.set_ylabel("average precision")
+    title = "Average precision per label (validation)"
+    if unscored:
+        title += f"; no positive sample: {', '.join(unscored[:6])}" + (" ..." if len(unscored) > 6 else "")
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
 def plot_spectrograms(
     specs: Any,
     labels: Sequence[str],

@@ -54,6 +54,11 @@ class ClassProbability(BaseModel):
 
 class Prediction(BaseModel):
     top_k: list[ClassProbability]
+    labels: Optional[list[str]] = Field(None, description="multi-label models: the labels at or above their "
+                                        "thresholds, most probable first")
+    probabilities: Optional[dict[str, float]] = Field(None, description="multi-label models: every label's "
+                                                      "(calibrated) probability, each on its own")
+    thresholds: Optional[dict[str, float]] = Field(None, description="multi-label models: each label's threshold")
     model: str
     latency_ms: float = Field(description="time spent in the server, from request to answer")
 
@@ -63,6 +68,7 @@ class ModelInfo(BaseModel):
     kind: str
     classes: list[str]
     num_classes: int
+    task: str = Field("single", description="single (one class per input) or multilabel (any number of labels)")
     input: dict
     parameters: Optional[int]
     source: str
@@ -193,7 +199,7 @@ def create_app(loaded: Any, config: ServeConfig = ServeConfig()) -> FastAPI:
         params = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else 0
         params = params or None  # an exported file (onnxruntime) has no PyTorch parameters to count
         return {"name": name, "kind": kind, "classes": classes, "num_classes": len(classes),
-                "input": spec.to_dict(), "parameters": params,
+                "task": getattr(loaded, "task", "single"), "input": spec.to_dict(), "parameters": params,
                 "source": Path(str(getattr(loaded, "path", name))).name,
                 "explain": no_explain is None, "explain_unavailable": no_explain,
                 "batching": {"max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms,
@@ -214,8 +220,9 @@ def create_app(loaded: Any, config: ServeConfig = ServeConfig()) -> FastAPI:
             if "error" in result:
                 raise _Failure(400, result["error"])
             # A response object skips re-validating our own output against the documented model.
-            return JSONResponse({"top_k": result["top_k"][:top_k], "model": name,
-                                 "latency_ms": round((time.perf_counter() - start) * 1000, 3)})
+            answer = {"top_k": result["top_k"][:top_k], "model": name}
+            answer.update({key: result[key] for key in ("labels", "probabilities", "thresholds") if key in result})
+            return JSONResponse({**answer, "latency_ms": round((time.perf_counter() - start) * 1000, 3)})
 
         return await guarded(request, work)
 
@@ -227,7 +234,8 @@ def create_app(loaded: Any, config: ServeConfig = ServeConfig()) -> FastAPI:
               summary="Grad-CAM of one image or audio file, as a PNG")
     async def explain(request: Request,
                       target: Optional[str] = Query(
-                          None, description="class name or index (default: the predicted class)"),
+                          None, description="class name or index (default: the predicted class; multi-label "
+                          "models: the most probable label they predict)"),
                       method: str = Query("gradcam", pattern="^(gradcam|gradcam\\+\\+)$"),
                       top_k: int = Query(config.top_k, ge=1)) -> Any:
         if no_explain:
@@ -240,7 +248,8 @@ def create_app(loaded: Any, config: ServeConfig = ServeConfig()) -> FastAPI:
 
         def draw(data: bytes) -> bytes:
             with explain_lock:
-                (result,) = explain_inputs(loaded, [data], target=target, method=method, top_k=top_k)
+                # A multi-label model explains each label it predicts, most probable first: the first is drawn.
+                result = explain_inputs(loaded, [data], target=target, method=method, top_k=top_k)[0]
                 if result.error:
                     raise _Failure(400, result.error)
                 return result.png()

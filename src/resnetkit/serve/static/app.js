@@ -28,7 +28,8 @@ async function loadModel() {
     if (!response.ok) throw new Error(await apiError(response));
     model = await response.json();
     $("model-info").textContent =
-      `${model.name}: ${model.kind} classification, ${model.num_classes} classes` +
+      `${model.name}: ${model.kind}${model.task === "multilabel" ? " multi-label" : ""} classification, ` +
+      `${model.num_classes} ${model.task === "multilabel" ? "labels" : "classes"}` +
       (model.parameters ? `, ${model.parameters.toLocaleString()} parameters` : "");
     $("accepts").textContent = model.kind === "audio"
       ? "WAV, FLAC, OGG or AIFF audio" : "JPEG, PNG, GIF, BMP, WebP or TIFF images";
@@ -187,6 +188,13 @@ async function classify(file) {
   } else {
     const body = await prediction.value.json();
     drawBars(body.top_k);
+    // Multi-label models: the labels at or above their thresholds (each bar is that label's own probability).
+    const labels = $("labels");
+    labels.hidden = !body.labels;
+    if (body.labels) {
+      labels.textContent = body.labels.length ? `Labels: ${body.labels.join(", ")}` : "Labels: none above its threshold";
+      labels.dataset.labels = body.labels.join(",");
+    }
     $("latency").textContent = `${body.model}, ${body.latency_ms.toFixed(1)} ms in the server`;
   }
 
