@@ -3,8 +3,10 @@
 
 Nothing is shared but the wire: each host has its own copy of the data and its own ``--out``;
 only node 0 writes the run directory. The run ends equal to a 1-node 2-process run of the same
-seed, and when node 1's worker is killed, torchrun restarts both nodes and the run continues
-from the checkpoint only node 0 holds (rank 0 sends it to the others).
+seed; when node 1's worker is killed, torchrun restarts both nodes and the run continues from
+the checkpoint only node 0 holds (rank 0 sends it) and still ends equal. A node started with
+other settings, a checkpoint only on node 1, and a node that hangs each end the job with a
+message on both nodes, never a wait without end.
 """
 
 from __future__ import annotations
@@ -157,3 +159,47 @@ def test_killed_node_resumes_from_the_checkpoint_only_node_0_holds(two_hosts, on
     run = node0.workdir / "resumed"
     assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 2
     assert compare_runs(one_node_run, run) == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_node_with_other_settings_is_told_so(two_hosts):
+    results = _launch_nodes(two_hosts, "mismatch", node1_args=["--epochs", "3"], timeout=150)
+    for host, done in zip(two_hosts, results):
+        assert not done.timed_out, f"the node on {host.netns} waited instead of stopping:\n{done.stderr[-3000:]}"
+        assert done.returncode != 0
+        # Both ranks say it (so whoever reads either node's log sees it), before any training.
+        assert "different settings than rank 0" in done.stderr, done.stderr[-3000:]
+        assert "epochs=3 (rank 0 has 2)" in done.stderr, done.stderr[-3000:]
+    assert "mismatch" not in _files(two_hosts[1])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_node_that_hangs_ends_the_run_within_the_timeout(two_hosts):
+    results = _launch_nodes(two_hosts, "hung", env_extra={"FAULT": "stop", "FAULT_AT": "3",
+                                                          "RESNETKIT_DIST_TIMEOUT_S": "15"}, timeout=150)
+    node0, node1 = results
+    assert not node0.timed_out, f"rank 0 waited for the frozen rank 1 past the timeout:\n{node0.stderr[-3000:]}"
+    assert node0.returncode != 0
+    assert "rank 0 of 2 on" in node0.stderr and "RESNETKIT_DIST_TIMEOUT_S=15 s" in node0.stderr, node0.stderr[-3000:]
+    # Node 1's torchrun ends too: the rendezvous store it polls lived in node 0's torchrun.
+    assert not node1.timed_out and node1.returncode != 0, node1.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_checkpoint_only_on_node_1_is_not_overwritten(two_hosts, one_node_run):
+    # Node 1 holds a run's last.pt where node 0 has nothing: the nodes were started in the other
+    # order than the one that wrote it. Starting over would lose that run; every rank says so.
+    node0, node1 = two_hosts
+    (node1.workdir / "elsewhere").mkdir()
+    shutil.copy(one_node_run / "last.pt", node1.workdir / "elsewhere" / "last.pt")
+    results = _launch_nodes(two_hosts, "elsewhere", timeout=150)
+    for host, done in zip(two_hosts, results):
+        assert not done.timed_out, f"the node on {host.netns} waited instead of stopping:\n{done.stderr[-3000:]}"
+        assert done.returncode != 0
+        assert "rank 0 on" in done.stderr and "has no checkpoint to resume, but rank 1 on" in done.stderr, \
+            done.stderr[-3000:]
+    assert not (node0.workdir / "elsewhere").exists()
+    assert sorted(p.name for p in (node1.workdir / "elsewhere").iterdir()) == ["last.pt"]

@@ -117,11 +117,11 @@ def _check_same_on_every_rank(what: str, mine: dict, dist: distributed.DistInfo)
         if differs:
             problems.append(f"rank {rank} on {host}: {', '.join(differs)}")
     if problems:
-        fix = ("run the same command on every node (only --out, --name, --workers, --device, --quiet and the "
+        fix = ("Run the same command on every node (only --out, --name, --workers, --device, --quiet and the "
                "tracking flags may differ)" if what == "settings"
-               else "every node needs the same data at the path --data names")
+               else "Every node needs the same data at the path --data names")
         raise ValueError(f"the ranks of this job have different {what} than rank 0 on {host0}: "
-                         f"{'; '.join(problems)}. {fix[0].upper() + fix[1:]}")
+                         f"{'; '.join(problems)}. {fix}")
 
 
 def _say_why_rank_stopped(err: BaseException, dist: distributed.DistInfo, run_dir: Path) -> None:
@@ -168,6 +168,7 @@ def _checkpoint_of_rank_0(state: Optional[dict], ckpt_path: Optional[Path],
         log.info("rank %d: resuming from rank 0's checkpoint %s on %s (received in %.1f s)", dist.rank, path0, host0,
                  time.perf_counter() - t0)
     return state, Path(path0)
+
 
 def train(config: Optional[TrainConfig] = None, resume: str | Path | None = None, callbacks: Sequence[Any] = (), *,
           overwrite: bool = False, changes: Optional[Mapping[str, Any]] = None) -> TrainSummary:

@@ -77,7 +77,8 @@ def init_distributed(device_type: str) -> DistInfo:
         if device_type == "cuda":
             torch.cuda.set_device(local_rank)
         timeout = timedelta(seconds=timeout_seconds())
-        store = _store_for_this_attempt(rank, world, timeout)
+        store, _, _ = next(dist.rendezvous("env://", timeout=timeout))
+        store = attempt_store(store, rank, world, timeout)
         dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world, timeout=timeout)
     # torchrun sets OMP_NUM_THREADS=1 only with --nproc-per-node > 1; with one process per node each
     # takes every core. Thread counts change float summation order, hence results: say them.
@@ -86,8 +87,8 @@ def init_distributed(device_type: str) -> DistInfo:
     return info
 
 
-def _store_for_this_attempt(rank: int, world: int, timeout: timedelta) -> dist.Store:
-    """torchrun's store, with keys of their own for this attempt of the worker group.
+def attempt_store(store: dist.Store, rank: int, world: int, timeout: timedelta) -> dist.Store:
+    """torchrun's ``store``, with keys of their own for this attempt of the worker group.
 
     torchrun keeps one store for every attempt (``--max-restarts``), so the peer addresses a
     killed attempt published are still there when the restarted ranks meet; a rank that reads
@@ -101,11 +102,10 @@ def _store_for_this_attempt(rank: int, world: int, timeout: timedelta) -> dist.S
     ``welcome/NONCE``. Rank 0 answers every nonce it finds there (a stale one from the killed
     attempt too: nobody waits for that answer) until every rank has confirmed under the new key.
     """
-    store, _, _ = next(dist.rendezvous("env://", timeout=timeout))
     nonce = uuid.uuid4().hex
     deadline = time.monotonic() + timeout.total_seconds()
     if rank == 0:
-        ready, answered = f"resnetkit/attempt/{nonce}/ready", set()
+        ready, answered = f"resnetkit/ready/{nonce}", set()
         while store.add(ready, 0) < world - 1:
             for peer in range(1, world):
                 hello = f"resnetkit/hello/{peer}"
@@ -129,8 +129,8 @@ def _store_for_this_attempt(rank: int, world: int, timeout: timedelta) -> dist.S
             raise TimeoutError(f"rank {rank}: rank 0 did not answer within {timeout.total_seconds():g} s "
                                "(RESNETKIT_DIST_TIMEOUT_S); is node 0 up, and is the same job started there?") from None
         attempt = store.get(welcome).decode()
-        store.add(f"resnetkit/attempt/{attempt}/ready", 1)
-    return dist.PrefixStore(f"resnetkit/attempt/{attempt}/", store)
+        store.add(f"resnetkit/ready/{attempt}", 1)
+    return dist.PrefixStore(f"resnetkit/attempt/{attempt}", store)
 
 
 def current() -> DistInfo:

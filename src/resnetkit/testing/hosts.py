@@ -83,6 +83,7 @@ def make_hosts(root: Path, count: int = 2) -> list[Host]:
             host.workdir.mkdir(parents=True, exist_ok=True)
     except BaseException:
         remove_hosts(made)
+        _ip("link", "del", hosts[0].ifname, check=False)  # a pair not yet moved into a namespace
         raise
     return hosts
 
