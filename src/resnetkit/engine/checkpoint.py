@@ -6,6 +6,7 @@ tensors and plain containers (a pickle payload) is refused before any of it runs
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}; expected {EXPECTED}")
     return state
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file: whether two nodes hold the same checkpoint, without sending it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def checkpoint_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
