@@ -14,6 +14,7 @@ from .audio_layouts import is_audio_source, load_audio_eval_data, resolve_audio_
 from .images import load_image_eval_data, resolve_image_request
 from .interface import DataRequest, DataSplits, InputSpec, LabelledData
 from .label_files import is_label_file, label_file_kind, resolve_label_file
+from .shards import is_shard_source, load_shard_eval_data, resolve_shards, shard_kind
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,9 @@ def data_kind(name: str) -> DataKind:
 
 def kind_of(data: str, path_col: str = "path") -> DataKind:
     """The kind of input a ``--data`` value is (the first registered kind that claims it; a label
-    file is of the kind of the files it lists in ``path_col``)."""
+    file is of the kind of the files it lists in ``path_col``, shards of the kind their shards.json names)."""
+    if is_shard_source(data):
+        return data_kind(shard_kind(data))
     if is_label_file(data):
         return data_kind(label_file_kind(data, path_col))
     return next(k for k in _KINDS if k.claims(data))
@@ -63,6 +66,8 @@ def kind_of(data: str, path_col: str = "path") -> DataKind:
 
 def resolve_data(request: DataRequest) -> DataSplits:
     """The training and validation data (or, ``for_evaluation``, the held-out data) ``request`` names."""
+    if is_shard_source(request.data):
+        return resolve_shards(request)
     if is_label_file(request.data):
         return resolve_label_file(request)
     return kind_of(request.data).resolve(request)
@@ -70,10 +75,12 @@ def resolve_data(request: DataRequest) -> DataSplits:
 
 def load_eval_data(spec: InputSpec, path: str, on_corrupt: str = "skip", path_col: str = "path",
                    label_col: str = "label", classes: Optional[Sequence[str]] = None) -> LabelledData:
-    """The held-out part of ``path`` (a folder, a data set name or a label file), read for a model trained with ``spec``.
+    """The held-out part of ``path`` (a folder, a data set name, a label file or shards), read for a model trained with ``spec``.
 
-    ``classes``: a label file's labels must be among them (a label that is not is named with its line).
+    ``classes``: a label file's labels (or the shards' classes) must be among them (one that is not is named).
     """
+    if is_shard_source(path):
+        return load_shard_eval_data(spec, str(path), on_corrupt, classes)
     if is_label_file(path):
         request = DataRequest(data=str(path), on_corrupt=on_corrupt, for_evaluation=True, path_col=path_col,
                               label_col=label_col, in_chans=getattr(spec, "in_chans", None))
