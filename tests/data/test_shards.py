@@ -257,3 +257,25 @@ def test_a_writer_refuses_to_mix_its_shards_with_others(shards, cifar_folder, tm
     summary = write_shards(cifar_folder / "val", dest, shard_size=30, overwrite=True)
     assert summary.counts == {"train": 100} and not list(dest.glob(".*"))
     assert sorted(p.name for p in dest.glob("*.tar")) == [f"train-{i:06d}.tar" for i in range(4)]
+
+
+@pytest.mark.slow
+def test_a_run_resumed_mid_epoch_ends_with_the_weights_of_the_uninterrupted_run(cifar_folder, tmp_path):
+    from resnetkit.engine import TrainConfig, TrainingInterrupted, train
+    from resnetkit.testing.callbacks import StopAtStep
+
+    write_shards(cifar_folder / "val", tmp_path / "shards", shard_size=20, val_split=0.2)  # 80 train: 4 shards
+
+    def config(out):  # 5 steps an epoch; crop-and-flip augmentation drawn in 2 DataLoader workers
+        return TrainConfig(data=str(tmp_path / "shards"), model="resnet20", epochs=2, batch_size=16, workers=2,
+                           quiet=True, deterministic=True, device="cpu", out=str(out), seed=3)
+
+    train(config(tmp_path / "full"))
+    with pytest.raises(TrainingInterrupted):
+        train(config(tmp_path / "cut"), callbacks=[StopAtStep(7)])  # step 2 of epoch 2
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["step_in_epoch"] == 2
+    train(resume=tmp_path / "cut", changes={"quiet": True})
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
