@@ -236,7 +236,9 @@ def test_a_truncated_shard_is_named_before_reading_and_while_streaming(shards, t
 def test_patterns_that_match_nothing_and_folders_without_metadata(shards, tmp_path):
     with pytest.raises(ShardError, match=r"train-\*\.tar: the pattern matches no file"):
         resolve_data(DataRequest(data=f"{tmp_path}/train-*.tar"))
-    with pytest.raises(ShardError, match=r"2 of the 12 shard\(s\) it names do not exist \(the first: .*train-000010\.tar\)"):
+    with pytest.raises(ShardError, match=r"none of the 2 shard\(s\) it names exists \(the first: .*train-000010\.tar\)"):
+        resolve_data(DataRequest(data=f"{shards}/train-{{000010..000011}}.tar"))
+    with pytest.raises(ShardError, match=r"train-000010\.tar: not a shard that .*shards\.json lists \(it lists 13"):
         resolve_data(DataRequest(data=f"{shards}/train-{{000000..000011}}.tar"))
     bare = tmp_path / "bare"
     bare.mkdir()
