@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import random
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -99,18 +100,23 @@ def is_shard_source(data: object) -> bool:
     return text.endswith(".tar") and (path.is_file() or any(c in text for c in "{*?["))
 
 
+# The shard's file name inside a path, URL or pipe: command: the last word ending in .tar.
+_TAR_NAME = re.compile(r"[^\s/]*\.tar(?=\s|$)")
+
+
 def _shard_name(url: str) -> str:
     """The file name of one shard's URL (``pipe:cat /d/train-000001.tar`` -> ``train-000001.tar``)."""
-    tail = url.rsplit("/", 1)[-1]
-    return tail.split()[0] if tail.split() else tail
+    found = list(_TAR_NAME.finditer(url))
+    return found[-1].group() if found else url.rsplit("/", 1)[-1]
 
 
 def _beside(pattern: str, name: str) -> str:
     """``pattern`` with its shard file name replaced by ``name`` (``shards.json`` sits beside the shards)."""
-    head, sep, tail = pattern.rpartition("/")
-    rest = tail.split(None, 1)
-    tail = name + (" " + rest[1] if len(rest) > 1 else "")
-    return head + sep + tail if sep else tail
+    found = list(_TAR_NAME.finditer(pattern))
+    if not found:
+        raise ShardError(f"--data {pattern}: no shard file name (NAME.tar) in it to find {METADATA} beside")
+    last = found[-1]
+    return pattern[:last.start()] + name + pattern[last.end():]
 
 
 @dataclass(frozen=True)
@@ -211,17 +217,24 @@ def read_shard_set(data: str) -> ShardSet:
     meta = _read_metadata(meta_url, text)
     by_split: dict[str, list[Shard]] = {}
     by_name: dict[str, Shard] = {}
-    for split, entry in (meta.get("splits") or {}).items():
+    splits = meta.get("splits")
+    if not isinstance(splits, dict):
+        raise ShardError(f"{meta_url}: no \"splits\" (train, val, test) of shards")
+    for split, entry in splits.items():
         if split not in SPLITS:
             raise ShardError(f"{meta_url}: split {split!r}; expected {', '.join(SPLITS)}")
         shards = []
-        for item in entry.get("shards", []):
-            name = item["name"]
-            url = os.path.join(base, name) if base is not None else _beside(text, name)
-            shard = Shard(url, name, split, int(item["samples"]), int(item["bytes"]), int(item["first_key"]),
-                          local=not _is_url(url))
-            shards.append(shard)
-            by_name[name] = shard
+        try:
+            for item in entry["shards"]:
+                name = str(item["name"])
+                url = os.path.join(base, name) if base is not None else _beside(text, name)
+                shard = Shard(url, name, split, int(item["samples"]), int(item["bytes"]), int(item["first_key"]),
+                              local=not _is_url(url))
+                shards.append(shard)
+                by_name[name] = shard
+        except (KeyError, TypeError, ValueError) as err:
+            raise ShardError(f"{meta_url}: split {split!r} is not a list of shards with name, samples, bytes and "
+                             f"first_key ({type(err).__name__}: {err}); write the shards again") from None
         by_split[split] = shards
     named = None
     if urls is not None:
