@@ -281,3 +281,16 @@ def test_a_run_resumed_mid_epoch_ends_with_the_weights_of_the_uninterrupted_run(
     b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_a_writer_stopped_midway_leaves_no_shard_and_no_metadata(cifar_folder, tmp_path):
+    source = tmp_path / "images"
+    shutil.copytree(cifar_folder / "val", source)
+    (source / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole JPEG")
+    out = tmp_path / "shards"
+    with pytest.raises(ShardError, match=r"broken\.jpg.*\(stopping: --on-corrupt stop\)"):
+        write_shards(source, out, shard_size=30, on_corrupt="stop")
+    assert not (out / "shards.json").exists() and not list(out.glob(".*"))  # no metadata, no temporary
+    assert all(_members(p) and len(_members(p)) == 30 for p in out.glob("*.tar"))  # only whole shards
+    summary = write_shards(source, out, shard_size=30, overwrite=True)  # skip (the default): named and left out
+    assert summary.counts == {"train": 100} and [s.path for s in summary.skipped] == [str(source / "cat" / "broken.jpg")]

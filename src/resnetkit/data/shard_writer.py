@@ -154,13 +154,12 @@ def _write_split(out: Path, split: str, items: Iterator[tuple[int, str, bytes, i
 
         def write(tmp: str) -> None:
             nonlocal count
-            with open(tmp, "wb") as fh:
-                tar = wds.TarWriter(fh, encoder=False, mtime=MTIME)
+            # The tar is closed before its file, also when a sample stops the writer (the temporary goes).
+            with open(tmp, "wb") as fh, wds.TarWriter(fh, encoder=False, mtime=MTIME) as tar:
                 for key, ext, data, label, origin in chunk:
                     tar.write({"__key__": f"{key:08d}", ext: data, "cls": str(label).encode("ascii"),
                                "path.txt": origin.encode("utf-8")})
                     count += 1
-                tar.close()
 
         name = f"{split}-{index:06d}.tar"
         atomic_write(out / name, write)
