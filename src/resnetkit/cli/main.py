@@ -20,6 +20,7 @@ COMMANDS = {
     "export": "Export a trained run to ONNX, TorchScript or pt2 (optionally int8), checked against PyTorch.",
     "explain": "Grad-CAM explanations (PNGs) of a trained run for image or audio files.",
     "serve": "HTTP API with dynamic batching, Grad-CAM and a web page.",
+    "shard": "Write a class folder or label file as WebDataset tar shards (for --data).",
 }
 
 

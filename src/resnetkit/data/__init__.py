@@ -3,7 +3,8 @@
 Start at :mod:`.interface` (what a kind of input provides) and :mod:`.resolve` (which kind
 a ``--data`` value is). Images: :mod:`.image_io`, :mod:`.images`, :mod:`.image_batches`,
 :mod:`.augment`. Audio: :mod:`.audio_io`, :mod:`.audio_features`, :mod:`.audio_augment`,
-:mod:`.audio_data`, :mod:`.audio_layouts`, :mod:`.audio_batches`. Shared: :mod:`.folders`,
+:mod:`.audio_data`, :mod:`.audio_layouts`, :mod:`.audio_batches`. WebDataset shards of either:
+:mod:`.shard_writer`, :mod:`.shards`. Shared: :mod:`.folders`,
 :mod:`.batching`, :mod:`.specs`, :mod:`.classes`, :mod:`.tensors`, :mod:`.checks`.
 """
 

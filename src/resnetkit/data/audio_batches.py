@@ -19,36 +19,27 @@ from .batching import BatchSource
 from .interface import BatchOptions
 
 
-class AudioBatches(BatchSource):
-    """Clips held on the device as one ``(N, samples)`` tensor; each batch becomes ``(n, 1, F, T)`` features.
+class AudioDeviceStep:
+    """What becomes of a batch of waves on the device: augmentation, features, SpecAugment, mixup.
 
-    Order: wave augmentations (time shift, gain, noise), features and their normalization
-    (the spec's front end), SpecAugment masks, mixup. The order of an epoch depends only on
-    (seed, epoch), each process of a DDP run takes every world_size-th clip, and the
-    augmentation generator's state is saved in checkpoints.
+    Shared by the in-memory source below and the streaming shard source (:mod:`.shards`);
+    ``generator`` draws the augmentation (the owning source's, saved in its checkpoints).
     """
 
-    def __init__(self, waves: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], spec, options: BatchOptions,
+    def __init__(self, spec, options: BatchOptions, num_classes: int, generator: torch.Generator,
                  noise_bank: Optional[NoiseBank] = None) -> None:
-        super().__init__(classes, options)
-        if waves.shape[1] != spec.num_samples:
-            # Same rate, another duration: crop or pad once (centred, as evaluation does).
-            waves = fix_length_batch(list(waves), spec.num_samples, "center")
-        self.waves = waves.to(self.device)
-        self.labels = labels.to(self.device)
-        self.frontend = spec.build_frontend().to(self.device)
+        device = torch.device(options.device)
+        self.options = options
+        self.generator = generator
+        self.frontend = spec.build_frontend().to(device)
         self.augment = options.augment if options.train else None
         self.max_shift = int(round(self.augment.time_shift_s * spec.sample_rate)) if self.augment else 0
-        self.noise_bank = noise_bank.to(self.device) if noise_bank is not None else None
+        self.noise_bank = noise_bank.to(device) if noise_bank is not None else None
         self.mix = None
         if self.augment is not None and self.augment.mixup > 0:
             from torchvision.transforms import v2
 
-            self.mix = v2.MixUp(alpha=self.augment.mixup, num_classes=options.num_classes or len(self.classes))
-
-    @property
-    def num_samples(self) -> int:
-        return self.waves.shape[0]
+            self.mix = v2.MixUp(alpha=self.augment.mixup, num_classes=options.num_classes or num_classes)
 
     def _augment_waves(self, waves: torch.Tensor) -> torch.Tensor:
         cfg, g = self.augment, self.generator
@@ -67,19 +58,45 @@ class AudioBatches(BatchSource):
             waves = noisy
         return waves
 
+    def __call__(self, waves: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            if self.augment is not None:
+                waves = self._augment_waves(waves)
+            x = self.frontend(waves)
+            if self.augment is not None and self.augment.masks:
+                cfg = self.augment
+                x = spec_augment(x, self.generator, num_freq_masks=cfg.freq_masks, freq_mask_width=cfg.freq_mask_width,
+                                 num_time_masks=cfg.time_masks, time_mask_width=cfg.time_mask_width)
+        if self.mix is not None:
+            x, y = self.mix(x, y)
+        if self.options.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+
+class AudioBatches(BatchSource):
+    """Clips held on the device as one ``(N, samples)`` tensor; each batch becomes ``(n, 1, F, T)`` features.
+
+    Order: wave augmentations (time shift, gain, noise), features and their normalization
+    (the spec's front end), SpecAugment masks, mixup. The order of an epoch depends only on
+    (seed, epoch), each process of a DDP run takes every world_size-th clip, and the
+    augmentation generator's state is saved in checkpoints.
+    """
+
+    def __init__(self, waves: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], spec, options: BatchOptions,
+                 noise_bank: Optional[NoiseBank] = None) -> None:
+        super().__init__(classes, options)
+        if waves.shape[1] != spec.num_samples:
+            # Same rate, another duration: crop or pad once (centred, as evaluation does).
+            waves = fix_length_batch(list(waves), spec.num_samples, "center")
+        self.waves = waves.to(self.device)
+        self.labels = labels.to(self.device)
+        self.step = AudioDeviceStep(spec, options, len(self.classes), self.generator, noise_bank)
+
+    @property
+    def num_samples(self) -> int:
+        return self.waves.shape[0]
+
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for sel in self.step_indices(epoch, start_step):
-            waves, y = self.waves[sel], self.labels[sel]
-            with torch.no_grad():
-                if self.augment is not None:
-                    waves = self._augment_waves(waves)
-                x = self.frontend(waves)
-                if self.augment is not None and self.augment.masks:
-                    cfg = self.augment
-                    x = spec_augment(x, self.generator, num_freq_masks=cfg.freq_masks, freq_mask_width=cfg.freq_mask_width,
-                                     num_time_masks=cfg.time_masks, time_mask_width=cfg.time_mask_width)
-            if self.mix is not None:
-                x, y = self.mix(x, y)
-            if self.options.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, y
+            yield self.step(self.waves[sel], self.labels[sel])

@@ -14,6 +14,7 @@ from .audio_layouts import is_audio_source, load_audio_eval_data, resolve_audio_
 from .images import load_image_eval_data, resolve_image_request
 from .interface import DataRequest, DataSplits, InputSpec, LabelledData
 from .label_files import is_label_file, label_file_kind, resolve_label_file
+from .shards import is_shard_source, load_shard_eval_data, resolve_shards, shard_kind
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,9 @@ def data_kind(name: str) -> DataKind:
 
 def kind_of(data: str, path_col: str = "path") -> DataKind:
     """The kind of input a ``--data`` value is (the first registered kind that claims it; a label
-    file is of the kind of the files it lists in ``path_col``)."""
+    file is of the kind of the files it lists in ``path_col``, shards of the kind their shards.json names)."""
+    if is_shard_source(data):
+        return data_kind(shard_kind(data))
     if is_label_file(data):
         return data_kind(label_file_kind(data, path_col))
     return next(k for k in _KINDS if k.claims(data))
@@ -67,25 +70,29 @@ def resolve_data(request: DataRequest) -> DataSplits:
         return resolve_label_file(request)
     if request.task == "multilabel":
         raise ValueError(f"--data {request.data}: multi-label training reads a label file (a .csv, .tsv or .jsonl "
-                         "with several labels per row, or one 0/1 column per label); folders are single-label")
+                         "with several labels per row, or one 0/1 column per label); folders and shards are single-label")
+    if is_shard_source(request.data):
+        return resolve_shards(request)
     return kind_of(request.data).resolve(request)
 
 
 def load_eval_data(spec: InputSpec, path: str, on_corrupt: str = "skip", path_col: str = "path",
                    label_col: str = "label", classes: Optional[Sequence[str]] = None,
                    multilabel: bool = False, label_sep: str = ";") -> LabelledData:
-    """The held-out part of ``path`` (a folder, a data set name or a label file), read for a model trained with ``spec``.
+    """The held-out part of ``path`` (a folder, a data set name, a label file or shards), read for a model trained with ``spec``.
 
-    ``classes``: a label file's labels must be among them (a label that is not is named with its line).
+    ``classes``: a label file's labels (or the shards' classes) must be among them (one that is not is named).
     ``multilabel``: the model's task; a label file of the other task is refused, and a multi-label
     model reads nothing but label files.
     """
+    if multilabel and not is_label_file(path):
+        raise ValueError(f"{path}: a multi-label model is evaluated on a label file (a .csv, .tsv or .jsonl listing "
+                         "each file's labels), not a folder or shards")
+    if is_shard_source(path):
+        return load_shard_eval_data(spec, str(path), on_corrupt, classes)
     if is_label_file(path):
         request = DataRequest(data=str(path), on_corrupt=on_corrupt, for_evaluation=True, path_col=path_col,
                               label_col=label_col, label_sep=label_sep, in_chans=getattr(spec, "in_chans", None))
         return resolve_label_file(request, getattr(spec, "features", None), kind=spec.kind, known_classes=classes,
                                   multilabel=multilabel).val
-    if multilabel:
-        raise ValueError(f"{path}: a multi-label model is evaluated on a label file (a .csv, .tsv or .jsonl listing "
-                         "each file's labels), not a folder")
     return data_kind(spec.kind).load_eval(spec, path, on_corrupt)
