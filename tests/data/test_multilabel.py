@@ -125,3 +125,12 @@ def test_mixup_and_cutmix_mix_the_multi_hot_targets_by_the_share_of_the_input():
     cut_x, cut_y = mix_multi_hot(x, y, MixSettings(mixup=0.0, cutmix=1.0), g)
     kept = (cut_x[0] == x[0]).float().mean()  # the share of sample 0's own pixels
     assert torch.allclose(cut_y[0, 0], kept) and torch.allclose(cut_y[0].sum(), torch.tensor(1.0))
+
+
+def test_a_multilabel_table_is_not_written_to_shards(tmp_path, photos):
+    from resnetkit.data.shard_writer import write_shards
+
+    path = _table(tmp_path, photos, "path,label", ["cat;dog", "dog"])
+    with pytest.raises(ValueError, match="is a multi-label table .* shards hold one class per sample"):
+        write_shards(path, tmp_path / "shards")
+    assert not (tmp_path / "shards").exists() or not any((tmp_path / "shards").iterdir())

@@ -105,6 +105,9 @@ def shard_source(data: str | Path, *, val_split: Optional[float] = None, seed: i
     root = Path(data).expanduser()
     if is_label_file(root):
         table = read_label_file(root, path_col, label_col)
+        if table.multilabel:
+            raise ValueError(f"{root} is a multi-label table (several labels per row); shards hold one class per "
+                             "sample: train from the label file itself")
         classes = table.classes
         index = {c: i for i, c in enumerate(classes)}
         samples = {split: [(r.path, index[r.label]) for r in table.split_rows(split)] for split in ("train", "val", "test")}
