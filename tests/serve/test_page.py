@@ -52,7 +52,8 @@ def browser():
 
 def _upload(page, url: str, path: Path) -> None:
     page.goto(url)
-    page.wait_for_function("document.getElementById('model-info').textContent.includes('classes')")
+    # "N classes", or "N labels" for a multi-label model
+    page.wait_for_function("/ (classes|labels)/.test(document.getElementById('model-info').textContent)")
     page.set_input_files("#file", str(path))
 
 
@@ -101,3 +102,24 @@ def test_page_shows_top1_and_overlay_for_a_cifar_image(browser, image_run, data_
 def test_page_shows_top1_spectrogram_and_overlay_for_an_fsdd_clip(browser, audio_run, fsdd_recordings, tmp_path):
     clip = fsdd_recordings / "3_jackson_4.wav"
     _check_page(browser, audio_run, clip, tmp_path / "page-audio.png")
+
+
+@pytest.mark.slow
+def test_page_shows_the_labels_of_a_multilabel_model(browser, multilabel_run, cifar_mosaics, tmp_path):
+    image = cifar_mosaics.parent / "mosaic0003.png"
+    loaded = load_run(multilabel_run)
+    with BackgroundServer(create_app(loaded, ServeConfig())) as server:
+        expected = httpx.post(f"{server.url}/v1/predict", content=image.read_bytes(), timeout=60).json()
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        try:
+            _upload(page, server.url, image)
+            assert "multi-label classification, 4 labels" in page.inner_text("#model-info")
+            page.wait_for_selector("#labels:not([hidden])", timeout=60_000)
+            assert page.get_attribute("#labels", "data-labels") == ",".join(expected["labels"])
+            assert page.locator("#bars li").count() == len(expected["top_k"])
+            page.wait_for_function("document.getElementById('overlay').complete && "
+                                   "document.getElementById('overlay').naturalWidth > 500", timeout=120_000)
+            page.screenshot(path=str(tmp_path / "page-multilabel.png"), full_page=True)
+        finally:
+            page.close()
+    assert (tmp_path / "page-multilabel.png").stat().st_size > 20_000
