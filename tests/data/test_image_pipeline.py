@@ -81,13 +81,13 @@ def test_reduction_is_the_largest_power_of_two_that_keeps_the_output_size():
 
 def test_draft_decodes_a_jpeg_at_the_reduction_asked(photo, tmp_path):
     with open_image(photo) as img:
-        hwc, applied = decode_reduced(img, 3, 4)
-    assert applied == 4 and tuple(hwc.shape) == (300, 400, 3) and hwc.dtype == torch.uint8
+        decoded, applied = decode_reduced(img, 3, 4)
+    assert applied == 4 and decoded.size == (400, 300) and decoded.mode == "RGB"
     png = tmp_path / "gradient.png"
     Image.fromarray(_gradient(160, 120)).save(png)
     with open_image(png) as img:  # not a JPEG: decoded whole
-        hwc, applied = decode_reduced(img, 1, 4)
-    assert applied == 1 and tuple(hwc.shape) == (120, 160, 1)
+        decoded, applied = decode_reduced(img, 1, 4)
+    assert applied == 1 and decoded.size == (160, 120) and decoded.mode == "L"
 
 
 def test_reduced_decode_crops_the_same_region_as_the_full_decode(photo):
@@ -163,9 +163,8 @@ def test_training_batches_are_uint8_until_the_device_and_depend_on_the_seed_only
     spec = ImageInputSpec(3, (64, 64), MEAN, STD, crop_pct=0.875)
     options = dict(train=True, batch_size=4, augment=get_preset("imagenet"), seed=3, workers=0)
     source = data.batches(spec, BatchOptions(**options))
-    source.sampler.set_epoch(source.epoch_keys(0), 4, len(source), 0)
-    x, y, skipped = next(iter(source.loader))
-    assert x.dtype == torch.uint8 and tuple(x.shape[1:]) == (3, 64, 64)  # what workers hand over
+    x, y = next(source.host_batches(0))
+    assert x.dtype == torch.uint8 and tuple(x.shape) == (4, 3, 64, 64)  # what workers hand over
     first = list(source.epoch(0))
     assert len(first) == 3 and all(b.dtype == torch.float32 for b, _ in first)  # 13 files: 3 batches, the 13th left
     again = list(data.batches(spec, BatchOptions(**options)).epoch(0))

@@ -139,7 +139,9 @@ class LoaderBatches(BatchSource):
         seeds = torch.randint(0, 2**62, (len(order),), generator=g).tolist()
         return list(zip(order, seeds))
 
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def host_batches(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's batches as the workers hand them over: uint8 (N, C, H, W) and labels on the host
+        (pinned for a CUDA device), before the copy to the device and the normalization."""
         # Only len(self) batches: training drops the ragged last one (unless it is the only one).
         self.sampler.set_epoch(self.epoch_keys(epoch), self.batch_size, len(self), start_step)
         for batch in self.loader:
@@ -147,8 +149,11 @@ class LoaderBatches(BatchSource):
                 raise ImageDataError(f"{batch.message} (stopping: --on-corrupt stop)")
             x, y, skipped = batch
             self.note_skipped(skipped)
-            if x is None:
-                continue
+            if x is not None:
+                yield x, y
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in self.host_batches(epoch, start_step):
             x = self.normalize(x.to(self.device, non_blocking=True))
             y = y.to(self.device, non_blocking=True)
             if self.mix is not None:

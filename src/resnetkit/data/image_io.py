@@ -188,4 +188,6 @@ def collate_readable(batch: list) -> "tuple[Optional[torch.Tensor], Optional[tor
     if not readable:
         return None, None, skipped
     images, labels = zip(*readable)
-    return torch.stack(images), torch.tensor(labels, dtype=torch.long), skipped
+    # default_collate stacks straight into shared memory in a worker, saving the copy that
+    # sending a plain tensor to the main process would make.
+    return torch.utils.data.default_collate(list(images)), torch.tensor(labels, dtype=torch.long), skipped

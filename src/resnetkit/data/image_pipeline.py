@@ -12,9 +12,9 @@ pipelines):
   into the reduced image. A 4000x3000 photo cropped for a 224 input decodes a sixteenth or a
   sixty-fourth of its pixels. (A 500x375 photo at 224 is never reduced: no box can be 448
   pixels high.)
-- Crop and resize are one antialiased bilinear resize of a view into the decoded array, with
-  torch's uint8 kernel (the one torchvision's tensor transforms use; on AVX2 it takes half the
-  time of Pillow's resize), so no cropped copy is made.
+- Only the crop's pixels are copied out of Pillow, and they are resized with torch's uint8
+  antialiased bilinear kernel (the one torchvision's tensor transforms use), which on AVX2
+  takes about half the time of Pillow's resize.
 - The result stays uint8 (C, H, W): four times fewer bytes to collate, pin and copy than float,
   and the normalization runs on the training device (:class:`~.augment.Normalize`).
 
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import random
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Sequence
@@ -93,13 +92,16 @@ def reduction_for(box_width: float, box_height: float, size: Sequence[int]) -> i
     return factor
 
 
-def decode_reduced(img: Any, in_chans: int, reduction: int) -> tuple[torch.Tensor, int]:
-    """``img`` (opened by :func:`~.image_io.open_image`) decoded as uint8 (H, W, C), and the reduction applied.
+def decode_reduced(img: Any, in_chans: int, reduction: int) -> tuple[Any, int]:
+    """``img`` (opened by :func:`~.image_io.open_image`) decoded in mode RGB or L, and the reduction applied.
 
     JPEGs are decoded at 1/``reduction`` of each side by libjpeg (the size rounds up: a
     reduced pixel i covers original pixels [i*r, (i+1)*r)); other formats ignore the request
-    and come back whole (reduction 1).
+    and come back whole (reduction 1). 16-bit and float images are scaled as
+    :func:`~.image_io.read_image` scales them.
     """
+    from PIL import Image
+
     mode = "L" if in_chans == 1 else "RGB"
     applied = 1
     if reduction > 1:
@@ -110,21 +112,25 @@ def decode_reduced(img: Any, in_chans: int, reduction: int) -> tuple[torch.Tenso
         if drafted is not None:
             applied = int(round(width / drafted[1][2]))  # draft's box is (0, 0, width/scale, height/scale)
     img.load()
-    array = np.asarray(img) if img.mode == mode else to_array(img, in_chans)
-    with warnings.catch_warnings():
-        # Pillow's array is read-only; nothing writes into it (every result below is a new tensor).
-        warnings.simplefilter("ignore", UserWarning)
-        hwc = torch.from_numpy(array)
-    return (hwc[..., None] if hwc.ndim == 2 else hwc), applied
+    if img.mode != mode:
+        array = to_array(img, in_chans)
+        img = Image.fromarray(array[..., 0] if array.ndim == 3 and in_chans == 1 else array)
+    return img, applied
 
 
-def resize_view(hwc: torch.Tensor, top: int, left: int, height: int, width: int, size: Sequence[int]) -> torch.Tensor:
-    """The region of a uint8 (H, W, C) image resized to ``size`` (h, w): uint8 (C, h, w), antialiased bilinear.
+def resized_region(img: Any, left: int, top: int, width: int, height: int, size: Sequence[int]) -> torch.Tensor:
+    """A region of a decoded RGB or L Pillow image resized to ``size`` (h, w): uint8 (C, h, w), antialiased bilinear.
 
-    The same kernel as torchvision's ``resized_crop`` on a uint8 tensor, run on a view: no cropped copy.
+    The region is copied out by Pillow (its pixels only, not the whole image's) and resized by
+    torch's uint8 kernel, the one torchvision's ``resized_crop`` uses on uint8 tensors.
     """
-    view = hwc[top : top + height, left : left + width].permute(2, 0, 1)[None]
-    out = F.interpolate(view, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+    region = img.crop((left, top, left + width, top + height)) if (left, top, width, height) != (0, 0, *img.size) else img
+    array = np.array(region)  # a writable copy: torch takes it without a warning
+    hwc = torch.from_numpy(array[..., None] if array.ndim == 2 else array)
+    if (height, width) == tuple(size):
+        return hwc.permute(2, 0, 1).contiguous()
+    out = F.interpolate(hwc.permute(2, 0, 1)[None], size=tuple(size), mode="bilinear", antialias=True,
+                        align_corners=False)
     return out[0]
 
 
@@ -169,16 +175,16 @@ class TrainCrop:
         with open_image(source, name) as img:
             box = self.box(*img.size, rng)
             reduction = reduction_for(box.width, box.height, self.size) if self.draft else 1
-            hwc, applied = decode_reduced(img, in_chans, reduction)
+            decoded, applied = decode_reduced(img, in_chans, reduction)
         if applied == 1:
-            out = resize_view(hwc, box.top, box.left, box.height, box.width, self.size)
+            out = resized_region(decoded, box.left, box.top, box.width, box.height, self.size)
         else:
             # The box in reduced pixels, rounded to the nearest edge: at most half a reduced pixel
             # off, on a box at least `size` reduced pixels wide.
             left, top = round(box.left / applied), round(box.top / applied)
-            right = min(max(left + 1, round((box.left + box.width) / applied)), hwc.shape[1])
-            bottom = min(max(top + 1, round((box.top + box.height) / applied)), hwc.shape[0])
-            out = resize_view(hwc, top, left, bottom - top, right - left, self.size)
+            right = min(max(left + 1, round((box.left + box.width) / applied)), decoded.size[0])
+            bottom = min(max(top + 1, round((box.top + box.height) / applied)), decoded.size[1])
+            out = resized_region(decoded, left, top, right - left, bottom - top, self.size)
         if self.hflip and rng.random() < 0.5:
             out = out.flip(-1)
         return out
@@ -215,9 +221,7 @@ class EvalCrop:
         with open_image(source, name) as img:
             new_h, new_w = self.resized_size(*img.size)
             reduction = reduction_for(img.size[0], img.size[1], (new_h, new_w)) if self.draft else 1
-            hwc, _ = decode_reduced(img, in_chans, reduction)
-        if (hwc.shape[0], hwc.shape[1]) == (new_h, new_w):
-            resized = hwc.permute(2, 0, 1)  # torchvision's Resize leaves an image of the target size as it is
-        else:
-            resized = resize_view(hwc, 0, 0, hwc.shape[0], hwc.shape[1], (new_h, new_w))
+            decoded, _ = decode_reduced(img, in_chans, reduction)
+        # torchvision's Resize leaves an image of the target size as it is; so does resized_region.
+        resized = resized_region(decoded, 0, 0, *decoded.size, (new_h, new_w))
         return TF.center_crop(resized, list(self.size)).contiguous()
