@@ -205,6 +205,28 @@ def compare(loaders: dict, args, device: torch.device) -> dict:
     return results
 
 
+def draft_difference(samples, size: int, count: int = 100) -> dict:
+    """How far our crops decoded at reduced size are from the same crops decoded whole (same seeds)."""
+    import random
+
+    from resnetkit.data.image_pipeline import TrainCrop, reduction_for
+
+    reduced, whole = TrainCrop((size, size)), TrainCrop((size, size), draft=False)
+    diffs, reductions = [], []
+    for i, (path, _) in enumerate(samples[:count]):
+        with Image.open(path) as img:
+            box = reduced.box(*img.size, random.Random(i))
+        reductions.append(reduction_for(box.width, box.height, (size, size)))
+        a = reduced(path, 3, random.Random(i)).float()
+        b = whole(path, 3, random.Random(i)).float()
+        diffs.append((a - b).abs().mean().item())
+    drafted = [d for d, r in zip(diffs, reductions) if r > 1]
+    return {"crops": len(diffs), "reduced": len(drafted),
+            "mean_abs_diff_reduced": statistics.mean(drafted) if drafted else None,
+            "max_abs_diff_reduced": max(drafted) if drafted else None,
+            "reductions": {str(r): reductions.count(r) for r in sorted(set(reductions))}}
+
+
 def train_step_wait(batches, args, device: torch.device) -> dict:
     """Train on our batches and split each step into waiting for data and computing."""
     from resnetkit.models import create_model
@@ -306,12 +328,13 @@ def main() -> None:
         loaders = {"ours": ours(root, samples, args, device), "timm": timm_loader(root, args, device),
                    "torchvision": torchvision_loader(root, args, device)}
         results = compare(loaders, args, device)
+        draft = draft_difference(samples, args.size)
         report = {
             "machine": cpu_name(), "cpus": os.cpu_count(),
             "device": str(device), "workers": args.workers, "batch_size": args.batch_size, "size": args.size,
             "images": len(samples), "photo": list(photo), "batches_per_pass": len(samples) // args.batch_size,
             "repeats": args.repeats, "source": "synthetic" if source is None else str(source),
-            "torch": torch.__version__, "pillow": Image.__version__, "results": results,
+            "torch": torch.__version__, "pillow": Image.__version__, "results": results, "draft": draft,
         }
         print(f"| loader | stage | img/s per core (CPU-s) | vs timm | img/s wall ({args.workers} worker(s)) | vs timm |")
         print("| --- | --- | ---: | ---: | ---: | ---: |")
@@ -320,6 +343,10 @@ def main() -> None:
                 r = r[stage]
                 print(f"| {name} | {stage} | {r['img_per_cpu_s']:.0f} | {r['per_core_vs_timm']:.2f}x | "
                       f"{r['img_per_s']:.0f} | {r['wall_vs_timm']:.2f}x |")
+        share = draft["reduced"] / draft["crops"]
+        print(f"\nDecoded reduced: {100 * share:.0f}% of {draft['crops']} crops {draft['reductions']}"
+              + (f"; against the same crops decoded whole: {draft['mean_abs_diff_reduced']:.2f} grey levels mean, "
+                 f"{draft['max_abs_diff_reduced']:.2f} for the worst crop (mean absolute difference)" if share else ""))
         if args.train_step:
             waiting = train_step_wait(loaders["ours"]["normalized"], args, device)
             report["train_step"] = waiting
