@@ -4,6 +4,11 @@
 #      second (NVIDIA's published single-A100 figure for ResNet-50 v1.5 training with AMP is
 #      about 2,470 img/s), against torchvision in the same process.
 #   2. A short CIFAR-10 run (ResNet-20, fast recipe cut to 10 epochs) when the data is there.
+#   3. The photo pipeline at 224x224 (issue 21): CIFAR-10 JPEGs re-encoded at 500x375 (drawn
+#      pictures when the data is not there), our loader beside timm's create_loader and
+#      torchvision's transforms, then ResNet-50 (bf16, channels-last) trained on our batches:
+#      the time each step waits for its batch against the step itself, and whether the GPU
+#      waits for data (OUT/image_pipeline.json).
 # Usage: bash benchmarks/gpu.sh [OUT_DIR] [CIFAR10_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,3 +30,10 @@ if [ -d "$CIFAR" ]; then
 else
     echo "no CIFAR-10 folder at $CIFAR: the short training run is skipped"
 fi
+
+# One core is left to the process that drives the GPU; the rest decode.
+WORKERS=$(( $(nproc) > 2 ? $(nproc) - 1 : 1 ))
+if [ -d "$CIFAR/train" ]; then PHOTOS=(--data "$CIFAR/train"); else PHOTOS=(--synthetic); fi
+PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" python benchmarks/image_pipeline.py "${PHOTOS[@]}" --images 8192 \
+    --batch-size 256 --workers "$WORKERS" --repeats 3 --device cuda --train-step --model resnet50 --steps 100 \
+    --json "$OUT/image_pipeline.json" | tee "$OUT/image_pipeline.md"

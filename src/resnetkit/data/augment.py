@@ -5,7 +5,7 @@ with padding and horizontal flip draw their parameters per sample in one vectori
 operation (they are the CIFAR recipe and sit on the hot path). The other transforms come
 from torchvision.transforms.v2, applied to small chunks of the batch so that samples in
 different chunks get different parameters. Files on disk get the same transforms per
-sample in DataLoader workers.
+sample in DataLoader workers, after the crop and flip of :mod:`.image_pipeline`.
 """
 
 from __future__ import annotations
@@ -126,12 +126,14 @@ def _v2_pipeline(config: AugmentConfig, size: tuple[int, int] | None, per_sample
     return ops
 
 
-def sample_transform(config: AugmentConfig, size: tuple[int, int]) -> v2.Compose:
-    """Per-sample training transform for files (DataLoader workers): uint8 CHW in, uint8 at ``size`` out."""
-    ops = _v2_pipeline(config, size, per_sample=True)
-    if config.scale is None:
-        ops.insert(0, v2.Resize(size, antialias=True))
-    return v2.Compose(ops)
+def after_crop_transform(config: AugmentConfig, size: tuple[int, int]) -> v2.Compose | None:
+    """What a file's training sample gets after its crop and flip (:class:`~.image_pipeline.TrainCrop`):
+    a padded random crop, rotation, colour, auto-augment, erasing; uint8 (C, H, W) at ``size`` in and out.
+    None when there is nothing to do."""
+    ops = _v2_pipeline(config, None, per_sample=False)
+    if config.crop_padding:
+        ops.insert(0, v2.RandomCrop(size, padding=config.crop_padding))
+    return v2.Compose(ops) if ops else None
 
 
 def eval_transform(size: tuple[int, int], crop_pct: float) -> v2.Compose:

@@ -17,9 +17,10 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO, Iterator, Optional
 
 import numpy as np
 import torch
@@ -55,10 +56,25 @@ def read_image(source: str | Path | bytes | BinaryIO, in_chans: int = 3, name: s
     memory). Raises :class:`ImageDataError` naming ``name`` (default: the path) for an
     empty, unreadable, truncated or too large file.
     """
-    from PIL import Image, UnidentifiedImageError
-
     if in_chans not in (1, 3):
         raise ValueError(f"in_chans must be 1 or 3 to read an image file, got {in_chans}")
+    with open_image(source, name) as img:
+        array = to_array(img, in_chans)
+    tensor = torch.from_numpy(array)
+    return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+@contextmanager
+def open_image(source: str | Path | bytes | BinaryIO, name: str | None = None) -> Iterator[Any]:
+    """The Pillow image of ``source``, opened but not yet decoded, with every failure as :class:`ImageDataError`.
+
+    Empty files and images above :func:`max_image_pixels` are refused before decoding; what
+    goes wrong while the ``with`` body decodes (a truncated or corrupt file) is raised as
+    ImageDataError naming ``name`` (default: the path) too. Readers that decode only part of
+    a file (``Image.draft``) share this with :func:`read_image`.
+    """
+    from PIL import Image, UnidentifiedImageError
+
     if isinstance(source, (str, Path)):
         name = name or str(source)
         try:
@@ -81,7 +97,7 @@ def read_image(source: str | Path | bytes | BinaryIO, in_chans: int = 3, name: s
                 width, height = img.size
                 if width * height > limit:
                     raise ImageDataError(_too_large(name, width, height, limit))
-                array = _to_array(img, in_chans)
+                yield img
     except ImageDataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -90,8 +106,6 @@ def read_image(source: str | Path | bytes | BinaryIO, in_chans: int = 3, name: s
         raise ImageDataError(f"{name}: not an image file Pillow can read; expected JPEG, PNG, WebP, GIF, BMP or TIFF") from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as err:
         raise ImageDataError(f"{name}: corrupt or truncated image ({type(err).__name__}: {err})") from None
-    tensor = torch.from_numpy(array)
-    return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
 
 
 def _too_large(name: str, width: int, height: int, limit: int) -> str:
@@ -99,7 +113,7 @@ def _too_large(name: str, width: int, height: int, limit: int) -> str:
             "(a guard against decompression bombs); downscale the file or set RESNETKIT_MAX_IMAGE_PIXELS")
 
 
-def _to_array(img, in_chans: int) -> np.ndarray:
+def to_array(img, in_chans: int) -> np.ndarray:
     """uint8 (H, W) or (H, W, 3) from any Pillow mode, scaling 16- and 32-bit data instead of clipping it."""
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         wide = np.asarray(img, dtype=np.float64)
@@ -144,7 +158,7 @@ def to_uint8_image(item: Any, in_chans: int) -> tuple[str, torch.Tensor]:
     except ImportError:  # pragma: no cover
         Image = None
     if Image is not None and isinstance(item, Image.Image):
-        t = torch.from_numpy(_to_array(item, in_chans))
+        t = torch.from_numpy(to_array(item, in_chans))
         return "PIL image", (t[None] if t.ndim == 2 else t.permute(2, 0, 1)).contiguous()
     raise TypeError(f"cannot read {type(item).__name__} as an image: pass file paths, bytes, PIL images or tensors")
 
@@ -174,4 +188,6 @@ def collate_readable(batch: list) -> "tuple[Optional[torch.Tensor], Optional[tor
     if not readable:
         return None, None, skipped
     images, labels = zip(*readable)
-    return torch.stack(images), torch.tensor(labels, dtype=torch.long), skipped
+    # default_collate stacks straight into shared memory in a worker, saving the copy that
+    # sending a plain tensor to the main process would make.
+    return torch.utils.data.default_collate(list(images)), torch.tensor(labels, dtype=torch.long), skipped

@@ -2,12 +2,15 @@
 
 Small images (CIFAR-, MNIST-sized) are decoded once into one uint8 tensor (:class:`ImageData`),
 so that training augments whole batches on the device and the data path never limits an
-epoch. Larger images stay on disk and go through a DataLoader with workers (:class:`ImageFiles`).
+epoch. Larger images stay on disk and go through a DataLoader with workers (:class:`ImageFiles`),
+by default through :mod:`.image_pipeline`: JPEGs decoded at reduced size when the crop allows,
+uint8 crops handed over and normalized on the device.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -35,7 +38,8 @@ __all__ = ["IMAGE_EXTENSIONS", "ImageData", "ImageDataError", "ImageFiles", "rea
 
 NAMED_DATASETS = ("digits", "cifar10", "cifar100", "mnist", "fashion-mnist")
 # Above this side length images are not decoded into memory: they are cropped and resized
-# per sample in DataLoader workers instead.
+# per sample in DataLoader workers instead (image_pipeline). At or below it decoding every
+# file once and augmenting batches on the device beats decoding each file every epoch.
 IN_MEMORY_MAX_SIDE = 96
 IN_MEMORY_MAX_BYTES = 4 * 2**30
 
@@ -108,10 +112,17 @@ class ImageData(LabelledData):
 class ImageFiles(torch.utils.data.Dataset, LabelledData):
     """Image files decoded on demand (for images too large to hold in memory).
 
-    ``transform`` maps a uint8 (C, H, W) tensor to a uint8 tensor of the training size. A file
-    that fails to decode returns its :class:`SkippedFile` when ``on_corrupt="skip"`` (the skip is
-    logged with its path; the batch source drops it from the batch and lists it in its
-    ``skipped``), and an :class:`UnreadableFile` otherwise, which the batch source raises.
+    Each item is read by ``reader`` (default: the whole file, :func:`read_image`), called as
+    ``reader(path, in_chans, rng)``, e.g. a :class:`~.image_pipeline.TrainCrop` that decodes a
+    JPEG at reduced size and returns the crop; ``transform`` then maps that uint8 (C, H, W)
+    tensor to a uint8 tensor of the training size. An item is an index, or ``(index, seed)``:
+    the seed draws that sample's augmentation, so an epoch's crops depend on the seed and the
+    sample's place in the epoch only, not on which worker decodes it or how long the workers
+    live. A file that fails to decode returns its :class:`SkippedFile` when
+    ``on_corrupt="skip"`` (the skip is logged with its path; the batch source drops it from the
+    batch and lists it in its ``skipped``), and an :class:`UnreadableFile` otherwise, which the
+    batch source raises. ``draft`` False makes the batch sources decode every file whole
+    (see :mod:`.image_pipeline`).
     """
 
     samples: list[tuple[str, int]]
@@ -121,6 +132,8 @@ class ImageFiles(torch.utils.data.Dataset, LabelledData):
     on_corrupt: str = "skip"
     source: str = ""
     skipped: list[SkippedFile] = field(default_factory=list)
+    reader: Callable[..., torch.Tensor] | None = None
+    draft: bool = True
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -129,10 +142,14 @@ class ImageFiles(torch.utils.data.Dataset, LabelledData):
     def labels(self) -> torch.Tensor:
         return torch.tensor([label for _, label in self.samples], dtype=torch.long)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        index, seed = key if isinstance(key, tuple) else (key, None)
         path, label = self.samples[index]
         try:
-            image = read_image(path, self.in_chans)
+            if self.reader is None:
+                image = read_image(path, self.in_chans)
+            else:
+                image = self.reader(path, self.in_chans, random.Random(seed))
         except ImageDataError as err:
             if self.on_corrupt == "stop":
                 # Raised in a worker, the error would reach the user wrapped in the worker's
@@ -141,17 +158,26 @@ class ImageFiles(torch.utils.data.Dataset, LabelledData):
             log.warning("skipping %s", err)
             return SkippedFile(path, str(err))
         if self.transform is not None:
+            if seed is not None and torch.utils.data.get_worker_info() is not None:
+                # torchvision's transforms draw from torch's global generator: in a worker, seed it
+                # per sample (the main process's generator, workers=0, is the training run's own).
+                torch.manual_seed(seed)
             image = self.transform(image)
         return image, label
 
     def _copy(self, **changes: Any) -> "ImageFiles":
         values = dict(samples=self.samples, classes=self.classes, in_chans=self.in_chans, transform=self.transform,
-                      on_corrupt=self.on_corrupt, source=self.source, skipped=self.skipped)
+                      on_corrupt=self.on_corrupt, source=self.source, skipped=self.skipped, reader=self.reader,
+                      draft=self.draft)
         values.update(changes)
         return ImageFiles(**values)
 
     def with_transform(self, transform) -> "ImageFiles":
         return self._copy(transform=transform)
+
+    def with_reader(self, reader, transform=None) -> "ImageFiles":
+        """The same files read by ``reader`` (then ``transform``), e.g. an image_pipeline crop."""
+        return self._copy(reader=reader, transform=transform)
 
     def subset(self, indices: torch.Tensor) -> "ImageFiles":
         return self._copy(samples=[self.samples[i] for i in indices.tolist()], classes=list(self.classes))

@@ -1,0 +1,227 @@
+"""The per-file image pipeline for photos: decode at reduced size, crop, resize, flip; uint8 out.
+
+Each training sample is a torchvision RandomResizedCrop (area scale (0.08, 1), log-uniform
+aspect ratio (3/4, 4/3), ten tries and then a centre crop) and a coin-flip mirror; evaluation
+resizes the shorter side to ``size / crop_pct`` and takes the centre crop. What makes it cheaper
+than decoding the whole image and transforming it with PIL (timm's and torchvision's reference
+pipelines):
+
+- The crop box is drawn in the original image's coordinates *before* decoding, and a JPEG is
+  then decoded with libjpeg's DCT scaling (Pillow's ``Image.draft``) by the largest power of
+  two (1/2, 1/4, 1/8) that still leaves the box at least the output size; the box is scaled
+  into the reduced image. A 4000x3000 photo cropped for a 224 input decodes a sixteenth or a
+  sixty-fourth of its pixels. (A 500x375 photo at 224 is never reduced: no box can be 448
+  pixels high.)
+- Only the crop's pixels are copied out of Pillow, and they are resized with torch's uint8
+  antialiased bilinear kernel (the one torchvision's tensor transforms use), which on AVX2
+  takes about half the time of Pillow's resize.
+- The result stays uint8 (C, H, W): four times fewer bytes to collate, pin and copy than float,
+  and the normalization runs on the training device (:class:`~.augment.Normalize`).
+
+Without reduction (``draft=False``, or a box too small to shrink, or a PNG) a training crop is
+exactly torchvision's ``RandomResizedCrop`` on the decoded tensor at the same box, and an
+evaluation crop exactly ``Resize`` + ``CenterCrop``. With it the crop covers the same region of
+the original image; pixels differ by libjpeg's downscaling instead of a bilinear filter
+(tests/data/test_image_pipeline.py bounds both).
+
+Both readers are plain picklable callables, ``reader(source, in_chans, rng) -> uint8 (C, H, W)``:
+:class:`~.images.ImageFiles` calls them in DataLoader workers, and they work on one file too.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .image_io import open_image, to_array
+
+# torchvision's RandomResizedCrop defaults (Szegedy et al. 2015, the Inception crop).
+SCALE = (0.08, 1.0)
+RATIO = (3.0 / 4.0, 4.0 / 3.0)
+# libjpeg scales by 1/2, 1/4 and 1/8 (Pillow's draft picks among these).
+MAX_REDUCTION = 8
+
+Source = str | Path | bytes | BinaryIO
+
+
+@dataclass(frozen=True)
+class Box:
+    """A crop box in pixels of the original image."""
+
+    left: int
+    top: int
+    width: int
+    height: int
+
+
+def random_resized_crop_box(width: int, height: int, scale: Sequence[float] = SCALE,
+                            ratio: Sequence[float] = RATIO, rng: Any = random) -> Box:
+    """torchvision's ``RandomResizedCrop.get_params`` with the draws taken from ``rng`` (a ``random.Random``)."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return Box(rng.randint(0, width - w), rng.randint(0, height - h), w, h)
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        w, h = int(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    return Box((width - w) // 2, (height - h) // 2, w, h)
+
+
+def reduction_for(box_width: float, box_height: float, size: Sequence[int]) -> int:
+    """The largest power of two (at most 8) that shrinks a box of this size to no less than ``size`` (h, w)."""
+    room = min(box_width / size[1], box_height / size[0], MAX_REDUCTION)
+    factor = 1
+    while factor * 2 <= room:
+        factor *= 2
+    return factor
+
+
+def decode_reduced(img: Any, in_chans: int, reduction: int) -> tuple[Any, int]:
+    """``img`` (opened by :func:`~.image_io.open_image`) decoded in mode RGB or L, and the reduction applied.
+
+    JPEGs are decoded at 1/``reduction`` of each side by libjpeg (the size rounds up: a
+    reduced pixel i covers original pixels [i*r, (i+1)*r)); other formats ignore the request
+    and come back whole (reduction 1). 16-bit and float images are scaled as
+    :func:`~.image_io.read_image` scales them.
+    """
+    from PIL import Image
+
+    mode = "L" if in_chans == 1 else "RGB"
+    applied = 1
+    if reduction > 1:
+        width, height = img.size
+        # Pillow picks the largest scale whose image is at least the requested size: ask for
+        # exactly 1/reduction (rounded down) so that it picks this one.
+        drafted = img.draft(mode, (width // reduction, height // reduction))
+        if drafted is not None:
+            applied = int(round(width / drafted[1][2]))  # draft's box is (0, 0, width/scale, height/scale)
+    img.load()
+    if img.mode != mode:
+        array = to_array(img, in_chans)
+        img = Image.fromarray(array[..., 0] if array.ndim == 3 and in_chans == 1 else array)
+    return img, applied
+
+
+def resized_region(img: Any, left: int, top: int, width: int, height: int, size: Sequence[int]) -> torch.Tensor:
+    """A region of a decoded RGB or L Pillow image resized to ``size`` (h, w): uint8 (C, h, w), antialiased bilinear.
+
+    The region is copied out by Pillow (its pixels only, not the whole image's) and resized by
+    torch's uint8 kernel, the one torchvision's ``resized_crop`` uses on uint8 tensors.
+    """
+    region = img.crop((left, top, left + width, top + height)) if (left, top, width, height) != (0, 0, *img.size) else img
+    array = np.array(region)  # a writable copy: torch takes it without a warning
+    hwc = torch.from_numpy(array[..., None] if array.ndim == 2 else array)
+    if (height, width) == tuple(size):
+        return hwc.permute(2, 0, 1).contiguous()
+    out = F.interpolate(hwc.permute(2, 0, 1)[None], size=tuple(size), mode="bilinear", antialias=True,
+                        align_corners=False)
+    return out[0]
+
+
+def _check_size(size: Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        size = (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"size must be (height, width) >= 1 or one int, got {size}")
+    return size
+
+
+@dataclass(frozen=True)
+class TrainCrop:
+    """A training sample from an image file: RandomResizedCrop to ``size`` and a mirror, uint8 (C, H, W).
+
+    ``scale`` None resizes the whole image to ``size`` (the crop of augmentations without a
+    scale range); ``draft`` False decodes every file whole (torchvision's result exactly).
+    """
+
+    size: tuple[int, int]
+    scale: tuple[float, float] | None = SCALE
+    ratio: tuple[float, float] = RATIO
+    hflip: bool = True
+    draft: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", _check_size(self.size))
+        if self.scale is not None and not (0 < self.scale[0] <= self.scale[1] <= 1):
+            raise ValueError(f"scale must be (min, max) with 0 < min <= max <= 1, got {self.scale}")
+        if not (0 < self.ratio[0] <= self.ratio[1]):
+            raise ValueError(f"ratio must be (min, max) with 0 < min <= max, got {self.ratio}")
+
+    def box(self, width: int, height: int, rng: Any = random) -> Box:
+        """The crop box of an image of this size, in its own pixels."""
+        if self.scale is None:
+            return Box(0, 0, width, height)
+        return random_resized_crop_box(width, height, self.scale, self.ratio, rng)
+
+    def __call__(self, source: Source, in_chans: int = 3, rng: Any = None, name: str | None = None) -> torch.Tensor:
+        rng = rng if rng is not None else random
+        with open_image(source, name) as img:
+            box = self.box(*img.size, rng)
+            reduction = reduction_for(box.width, box.height, self.size) if self.draft else 1
+            decoded, applied = decode_reduced(img, in_chans, reduction)
+        if applied == 1:
+            out = resized_region(decoded, box.left, box.top, box.width, box.height, self.size)
+        else:
+            # The box in reduced pixels, rounded to the nearest edge: at most half a reduced pixel
+            # off, on a box at least `size` reduced pixels wide.
+            left, top = round(box.left / applied), round(box.top / applied)
+            right = min(max(left + 1, round((box.left + box.width) / applied)), decoded.size[0])
+            bottom = min(max(top + 1, round((box.top + box.height) / applied)), decoded.size[1])
+            out = resized_region(decoded, left, top, right - left, bottom - top, self.size)
+        if self.hflip and rng.random() < 0.5:
+            out = out.flip(-1)
+        return out
+
+
+@dataclass(frozen=True)
+class EvalCrop:
+    """An evaluation sample from an image file: shorter side to ``size / crop_pct``, centre crop, uint8 (C, H, W).
+
+    The sizes are those of torchvision's ``Resize(round(min(size) / crop_pct))`` + ``CenterCrop(size)``
+    (the policy of :func:`~.augment.eval_transform`), computed from the original image even when
+    it is decoded reduced.
+    """
+
+    size: tuple[int, int]
+    crop_pct: float = 0.875
+    draft: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", _check_size(self.size))
+        if not 0 < self.crop_pct <= 1:
+            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(h, w) of the image after the shorter-side resize, as torchvision computes it."""
+        target = min(int(round(s / self.crop_pct)) for s in self.size)
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = target, int(target * long / short)
+        return (new_long, new_short) if width <= height else (new_short, new_long)
+
+    def __call__(self, source: Source, in_chans: int = 3, rng: Any = None, name: str | None = None) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional as TF
+
+        with open_image(source, name) as img:
+            new_h, new_w = self.resized_size(*img.size)
+            reduction = reduction_for(img.size[0], img.size[1], (new_h, new_w)) if self.draft else 1
+            decoded, _ = decode_reduced(img, in_chans, reduction)
+        # torchvision's Resize leaves an image of the target size as it is; so does resized_region.
+        resized = resized_region(decoded, 0, 0, *decoded.size, (new_h, new_w))
+        return TF.center_crop(resized, list(self.size)).contiguous()
