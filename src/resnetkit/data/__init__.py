@@ -4,7 +4,7 @@ Start at :mod:`.interface` (what a kind of input provides) and :mod:`.resolve` (
 a ``--data`` value is). Images: :mod:`.image_io`, :mod:`.images`, :mod:`.image_batches`,
 :mod:`.image_pipeline`, :mod:`.augment`. Audio: :mod:`.audio_io`, :mod:`.audio_features`, :mod:`.audio_augment`,
 :mod:`.audio_data`, :mod:`.audio_layouts`, :mod:`.audio_batches`. WebDataset shards of either:
-:mod:`.shard_writer`, :mod:`.shards`. Multi-label data over any of them: :mod:`.multilabel`. Shared: :mod:`.folders`,
+:mod:`.shard_writer`, :mod:`.shards`. Multi-label data (label files of images or audio): :mod:`.multilabel`. Shared: :mod:`.folders`,
 :mod:`.batching`, :mod:`.specs`, :mod:`.classes`, :mod:`.tensors`, :mod:`.checks`.
 """
 

@@ -126,6 +126,16 @@ def _v2_pipeline(config: AugmentConfig, size: tuple[int, int] | None, per_sample
     return ops
 
 
+def sample_transform(config: AugmentConfig, size: tuple[int, int]) -> v2.Compose:
+    """Per-sample training transform of an image already decoded whole (a shard's sample, in a worker):
+    uint8 CHW in, uint8 at ``size`` out. Files on disk take :class:`~.image_pipeline.TrainCrop` instead,
+    which decodes at reduced size when the crop allows."""
+    ops = _v2_pipeline(config, size, per_sample=True)
+    if config.scale is None:
+        ops.insert(0, v2.Resize(size, antialias=True))
+    return v2.Compose(ops)
+
+
 def after_crop_transform(config: AugmentConfig, size: tuple[int, int]) -> v2.Compose | None:
     """What a file's training sample gets after its crop and flip (:class:`~.image_pipeline.TrainCrop`):
     a padded random crop, rotation, colour, auto-augment, erasing; uint8 (C, H, W) at ``size`` in and out.
