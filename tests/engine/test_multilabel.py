@@ -225,3 +225,63 @@ def test_compare_refuses_multilabel_data_before_training(cifar_mosaics, tmp_path
     with pytest.raises(ValueError, match="is multi-label; compare ranks single-label runs"):
         compare(["resnet20"], TrainConfig(data=str(cifar_mosaics), epochs=1), tmp_path / "study")
     assert not (tmp_path / "study").exists()
+
+
+# Rank 1 of the two-process test: its share of the samples, the same calls as rank 0.
+_RANK1 = """
+import json, sys
+import torch, torch.distributed as dist
+from resnetkit.engine.multilabel import fit_label_temperatures, multilabel_metrics, probabilities, tune_thresholds
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{sys.argv[1]}", rank=1, world_size=2)
+try:
+    g = torch.Generator().manual_seed(7)
+    logits = torch.randn(500, 4, generator=g) * 3
+    targets = (torch.rand(500, 4, generator=g) < torch.sigmoid(logits)).float()
+    share = slice(150, 500)  # rank 0 holds the first 150
+    t = fit_label_temperatures(logits[share], targets[share])
+    cut = tune_thresholds(probabilities(logits[share], t), targets[share])
+    m = multilabel_metrics(logits[share], targets[share], list("abcd"), t, cut)
+    print(json.dumps({"t": t, "cut": cut, "map": m["map"], "n": m["num_samples"]}))
+finally:
+    dist.destroy_process_group()
+"""
+
+
+def test_two_processes_holding_shares_agree_with_one_holding_everything():
+    import socket
+    import subprocess
+    import sys
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        pytest.skip("torch.distributed is already initialized in this process")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    g = torch.Generator().manual_seed(7)
+    logits = torch.randn(500, 4, generator=g) * 3
+    targets = (torch.rand(500, 4, generator=g) < torch.sigmoid(logits)).float()
+    whole_t = fit_label_temperatures(logits, targets)
+    whole_cut = tune_thresholds(probabilities(logits, whole_t), targets)
+    whole = multilabel_metrics(logits, targets, list("abcd"), whole_t, whole_cut)
+    rank1 = subprocess.Popen([sys.executable, "-c", _RANK1, port], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=2,
+                                timeout=timedelta(seconds=120))
+        try:
+            t = fit_label_temperatures(logits[:150], targets[:150])
+            cut = tune_thresholds(probabilities(logits[:150], t), targets[:150])
+            m = multilabel_metrics(logits[:150], targets[:150], list("abcd"), t, cut)
+        finally:
+            dist.destroy_process_group()
+        stdout, stderr = rank1.communicate(timeout=120)
+    finally:
+        rank1.kill()
+    assert rank1.returncode == 0, stderr
+    other = json.loads(stdout.strip().splitlines()[-1])
+    assert m["num_samples"] == other["n"] == 500
+    assert t == other["t"] == pytest.approx(whole_t) and cut == other["cut"] == pytest.approx(whole_cut)
+    assert m["map"] == other["map"] == pytest.approx(whole["map"])
