@@ -156,8 +156,9 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: PathLike, title: Opt
         drawn = []
         # Multi-label runs: accuracy is per label (train) and exact match (val); their mAP is drawn too.
         multilabel = any(row.get("val_map") is not None for row in rows)
-        names = {"train": "train (per label)" if multilabel else "train",
-                 "val": "val exact match" if multilabel else "val"}
+        accuracy = suffix == "acc" and multilabel
+        names = {"train": "train (per label)" if accuracy else "train",
+                 "val": "val exact match" if accuracy else "val"}
         for split, colour in (("train", "tab:blue"), ("val", "tab:orange")):
             xs, ys = _series(rows, f"{split}_{suffix}")
             if xs:
@@ -173,7 +174,8 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: PathLike, title: Opt
             if finite:
                 best_x, best_y = max(finite, key=lambda p: p[1])
                 ax.plot([best_x], [best_y], marker="*", markersize=12, color="tab:red", linestyle="none",
-                        label=f"best val {best_y:.2%}" if best_y <= 1 else f"best val {best_y:.4g}")
+                        label=(f"best val{' mAP' if multilabel else ''} {best_y:.2%}" if best_y <= 1
+                               else f"best val {best_y:.4g}"))
             if drawn and all(0.0 <= y <= 1.0 for y in drawn if math.isfinite(y)):
                 ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
         ax.set_title(label)
@@ -304,7 +306,9 @@ def plot_calibration(calibration: Mapping[str, Any], path: PathLike) -> Path:
         accuracy = np.asarray(bins["accuracy"], dtype=np.float64)
         confidence = np.asarray(bins["confidence"], dtype=np.float64)
         used = counts > 0
-        ax.bar(centres[used], accuracy[used], width=1.0 / k, edgecolor="black", color="tab:blue", label="accuracy")
+        per_label = isinstance(t, (list, tuple))  # multi-label: the share of (sample, label) pairs that are positive
+        ax.bar(centres[used], accuracy[used], width=1.0 / k, edgecolor="black", color="tab:blue",
+               label="share positive" if per_label else "accuracy")
         low = np.minimum(accuracy, confidence)
         ax.bar(centres[used], np.abs(confidence - accuracy)[used], bottom=low[used], width=1.0 / k,
                color="tab:red", alpha=0.35, edgecolor="tab:red", label="gap to the mean confidence")
@@ -315,7 +319,7 @@ def plot_calibration(calibration: Mapping[str, Any], path: PathLike) -> Path:
         ax.set_title(f"{title}: ECE {100 * float(ece):.2f}%" if ece is not None else title)
         ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0))
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
-    axes[0].set_ylabel("accuracy")
+    axes[0].set_ylabel("share of the label present" if per_label else "accuracy")
     axes[0].legend(loc="upper left", fontsize=8)
     fig.suptitle("Reliability diagram on the validation split")
     return _save(fig, path)

@@ -31,6 +31,7 @@ async function loadModel() {
       `${model.name}: ${model.kind}${model.task === "multilabel" ? " multi-label" : ""} classification, ` +
       `${model.num_classes} ${model.task === "multilabel" ? "labels" : "classes"}` +
       (model.parameters ? `, ${model.parameters.toLocaleString()} parameters` : "");
+    if (model.task === "multilabel") $("bars-title").textContent = "Labels (each its own probability)";
     $("accepts").textContent = model.kind === "audio"
       ? "WAV, FLAC, OGG or AIFF audio" : "JPEG, PNG, GIF, BMP, WebP or TIFF images";
   } catch (err) {
