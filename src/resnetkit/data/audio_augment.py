@@ -392,10 +392,11 @@ def speed_perturb(
     the band.
     """
     waves = check_batch(waves, "waves", (2,))
+    low = as_range(speed, "speed")[0] if isinstance(speed, (tuple, list)) else check_float(speed, "speed")
+    if not low > 0:
+        raise ValueError(f"speed factors must be > 0, got {speed!r}")
     n, length = waves.shape
     factors = _sample_range(speed, "speed", n, generator, waves.device)
-    if not bool((factors > 0).all()):
-        raise ValueError(f"speed factors must be > 0, got {speed!r}")
     centre = (length - 1) / 2
     positions = centre + (torch.arange(length, device=waves.device, dtype=torch.float32) - centre) * factors[:, None]
     left = positions.floor()
