@@ -6,7 +6,10 @@ most of the dynamic range. :class:`LogMelSpectrogram` and :class:`MFCC` reproduc
 ``librosa.feature.melspectrogram`` + ``librosa.power_to_db`` and ``librosa.feature.mfcc``
 (librosa 0.11 defaults: Slaney mel scale and area normalization, periodic Hann window,
 centred frames with zero padding); ``tests/data/test_audio_features.py`` states the
-measured agreement. :class:`FeatureConfig` holds every setting of the front end; its
+measured agreement. Speaker and channel normalization belong to the front end, so they
+travel with runs and exported graphs: per-band CMVN (:func:`normalize_bands`) and PCEN
+(:func:`pcen`) in place of decibels; VTLP (:func:`warped_mel_filterbank`) warps the
+filterbank per example during training. :class:`FeatureConfig` holds every setting of the front end; its
 ``from_dict`` is the one parser of feature settings (recipes, flags, checkpoints, exported
 files). The augmentations of audio training live in :mod:`.audio_augment`.
 """
