@@ -86,7 +86,8 @@ class AudioBatches(BatchSource):
                     waves = self._augment_waves(waves)
                     if cfg.vtlp is not None:
                         warp = sample_factors(cfg.vtlp, waves.shape[0], self.generator, waves.device)
-                x = self.frontend(waves, warp)
+                # Only training warps; an exported file's spec (waves in, no features) is never trained.
+                x = self.frontend(waves) if warp is None else self.frontend(waves, warp)
                 if cfg is not None and cfg.mel_shift > 0:
                     x = random_mel_shift(x, cfg.mel_shift, self.generator)
                 if cfg is not None and cfg.masks:
