@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from resnetkit.cli.main import main
+from resnetkit.engine.inference import load_run
 
 pytest.importorskip("soundfile")
 
@@ -25,3 +26,6 @@ def test_an_audio_folder_without_a_recipe_gets_the_audio_default(fsdd_subset, tm
     assert config["audio"]["kind"] == "logmel" and config["audio"]["hop_length"] == 160
     assert config["time_budget_min"] == pytest.approx(2.7) and config["epochs"] == 1  # the flag still wins
     assert (out / "spectrograms.png").is_file()
+    # The speaker normalization is the run's: loading it for predict, serve or explain applies it.
+    assert config["audio"]["normalize"] == "cmvn"
+    assert load_run(out).input_spec.features.normalize == "cmvn"

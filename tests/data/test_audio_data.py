@@ -285,7 +285,7 @@ def test_audio_settings_have_one_parser_and_one_record():
 
 
 def test_augment_presets_and_overrides(fsdd_subset, tmp_path):
-    assert set(AUDIO_AUGMENT_PRESETS) == {"none", "speech"}
+    assert set(AUDIO_AUGMENT_PRESETS) == {"none", "speech", "speech-strong"}
     speech = AUDIO_AUGMENT_PRESETS["speech"]
     assert speech.time_shift_s > 0 and speech.gain_db and speech.noise_snr_db and speech.masks and speech.mixup == 0
     assert AudioAugmentConfig.from_dict(speech.to_dict()) == speech

@@ -85,3 +85,19 @@ def test_a_trained_models_protocol_is_applied_to_new_data(layout):
     test = load_audio_eval_data(spec, str(layout))
     assert test.classes == splits.classes and set(test.labels.tolist()) <= set(range(12))
     assert (test.labels == 0).any() and (test.labels == 1).any()
+
+
+def test_the_protocol_takes_the_voice_front_end_and_augmentation(layout):
+    from resnetkit.data.interface import BatchOptions
+
+    request = DataRequest(data=str(layout), audio=FeatureConfig.from_dict({**AUDIO, "normalize": "cmvn"}))
+    splits = resolve_audio_data(request)
+    spec = splits.train.input_spec()
+    assert spec.features.normalize == "cmvn" and spec.keywords == list(SPEECH_COMMANDS_WORDS)
+    augment = splits.train.augment_config("speech-strong")
+    # Noise from the data set's own recordings, with every voice augmentation on.
+    assert augment.noise_dir == str(layout / "_background_noise_") and augment.vtlp and augment.speed
+    source = splits.train.batches(spec, BatchOptions(train=True, batch_size=32, augment=augment))
+    assert source.noise_bank is not None and len(source.noise_bank) == 1
+    x, y = next(iter(source.epoch(0)))
+    assert x.shape == (32, 1, 40, 101) and torch.isfinite(x).all() and y.max() < 12

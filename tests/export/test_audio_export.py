@@ -102,3 +102,30 @@ def test_a_waveform_export_keeps_every_setting_of_the_spec(tmp_path, fmt):
     assert isinstance(loaded.input_spec, WaveformInput) and loaded.input == "waveform"
     assert loaded.input_spec.keywords == words
     assert loaded.input_spec.to_dict() == spec.to_dict()
+
+
+@pytest.mark.parametrize("fmt, settings", [
+    ("onnx", {"normalize": "cmvn"}),
+    ("onnx", {"normalize": "cmvn", "compression": "pcen"}),
+    ("pt2", {"normalize": "cmvn", "compression": "pcen"}),
+])
+def test_the_speaker_normalizing_front_end_exports_inside_the_waveform_graph(audio_data, tmp_path, fmt, settings):
+    """CMVN and PCEN are part of the front end: the file maps waves to the same logits as PyTorch does."""
+    from resnetkit import create_model
+    from resnetkit.data import AudioInputSpec
+    from resnetkit.data.audio_features import FeatureConfig
+    from resnetkit.data.audio_io import fix_length, load_audio
+
+    features = FeatureConfig.from_dict({"kind": "logmel", "sample_rate": 8000, "n_fft": 256, "win_length": 240,
+                                        "hop_length": 160, **settings})
+    spec = AudioInputSpec(features)
+    model = create_model("res8_narrow", num_classes=10).eval()
+    path = tmp_path / f"voices.{fmt}"
+    graph, meta = export_model(model, path, fmt, input_spec=spec, classes=[str(d) for d in range(10)])
+    assert meta.input == "waveform"
+    loaded = load_exported(path)
+    assert loaded.input_spec.features == features  # the normalization travels with the file
+    # Real recordings: FSDD clips at their own levels (CMVN's statistics and PCEN's smoother see real speech).
+    waves = torch.stack([fix_length(load_audio(p, 8000), 8000, "center") for p in _clips(audio_data, 12)])
+    parity = measure_parity(graph.module, loaded.module, [waves, 0.3 * waves])
+    assert parity.top1_agreement == 1.0 and parity.max_abs_diff < 1e-3

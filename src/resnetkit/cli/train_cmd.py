@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 
 
-from resnetkit.data.audio_features import FEATURE_KINDS
+from resnetkit.data.audio_features import COMPRESSIONS, FEATURE_KINDS, NORMALIZE_MODES
 from resnetkit.cli.arguments import add_pretrained_argument, key_value
 from resnetkit.data.augment import FLIP_MODES, PAD_MODES
 from resnetkit.engine.config import (
@@ -114,7 +114,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--img-size", type=int)
     d.add_argument("--in-chans", type=int)
     d.add_argument("--augment", help="preset: none, cifar, cifar-strong, digits, imagenet, imagenet-strong; "
-                   "speech for audio (default auto)")
+                   "speech or speech-strong for audio (default auto)")
     d.add_argument("--mixup", type=float, help="mixup alpha")
     d.add_argument("--cutmix", type=float, help="cutmix alpha")
     d.add_argument("--auto-augment", choices=["randaugment", "trivialaugment"])
@@ -136,6 +136,24 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--clip-seconds", type=float, help="crop or pad every clip to this duration")
     a.add_argument("--features", choices=FEATURE_KINDS, help="log-mel spectrogram or MFCCs")
     a.add_argument("--n-mels", type=int, help="mel bands")
+    a.add_argument("--normalize", choices=NORMALIZE_MODES,
+                   help="front end's normalization: cmvn (each band per clip; the speech recipes'), utterance "
+                   "(one mean/std per clip), dataset (training statistics), none")
+    a.add_argument("--compression", choices=COMPRESSIONS,
+                   help="db (log-mel in decibels, default) or pcen (per-channel energy normalization)")
+    a.add_argument("--vtlp", type=_range, metavar="LOW,HIGH",
+                   help="vocal-tract length perturbation: warp each clip's mel filterbank by a factor in LOW,HIGH "
+                   "(e.g. 0.85,1.15)")
+    a.add_argument("--speed", type=_range, metavar="LOW,HIGH", help="speed perturbation: resample clips by a "
+                   "factor in LOW,HIGH (e.g. 0.9,1.1)")
+    a.add_argument("--mel-shift", type=int, metavar="BANDS", help="shift features up to BANDS mel bands either way")
+    a.add_argument("--gain-db", type=_range, metavar="DB|LOW,HIGH", help="random gain in dB (one number g: -g,g)")
+    a.add_argument("--eq-db", type=float, metavar="DB", help="random smooth equalization of up to DB dB")
+    a.add_argument("--noise-dir", metavar="FOLDER",
+                   help="background noise recordings (default: a Speech Commands folder's _background_noise_)")
+    a.add_argument("--noise-snr-db", type=_range, metavar="DB|LOW,HIGH", help="signal-to-noise ratio of added noise")
+    a.add_argument("--freq-masks", type=int, help="SpecAugment frequency masks per clip")
+    a.add_argument("--time-masks", type=int, help="SpecAugment time masks per clip")
     a.add_argument("--audio-layout", choices=AUDIO_LAYOUTS, help="layout of an audio folder (default auto: detected)")
     a.add_argument("--fsdd-split", help="FSDD held-out part: official (recordings 0-4) or speakers:NAME[,NAME]")
     a.add_argument("--keywords", help="Speech Commands: auto (the 12-class protocol when the ten words are there), "
@@ -164,6 +182,14 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
+def _range(text: str):
+    """One number or LOW,HIGH: what AudioAugmentConfig's ranges take."""
+    values = _floats(text)
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected a number or LOW,HIGH, got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
 def _floats(text: str) -> list[float]:
     try:
         return [float(t) for t in text.split(",") if t.strip()]
@@ -174,10 +200,14 @@ def _floats(text: str) -> list[float]:
 # Flags that set a field of a mapping of TrainConfig rather than a field of their own.
 _MAPPED = {
     "augment_args": {"mixup": "mixup", "cutmix": "cutmix", "auto_augment": "auto_augment",
-                     "random_erasing": "random_erasing", "flip_mode": "flip_mode", "pad_mode": "pad_mode"},
+                     "random_erasing": "random_erasing", "flip_mode": "flip_mode", "pad_mode": "pad_mode",
+                     "vtlp": "vtlp", "speed": "speed", "mel_shift": "mel_shift", "gain_db": "gain_db",
+                     "eq_db": "eq_db", "noise_dir": "noise_dir", "noise_snr_db": "noise_snr_db",
+                     "freq_masks": "freq_masks", "time_masks": "time_masks"},
     "model_args": {"activation": "activation", "norm": "norm", "width_mult": "width_mult", "drop_rate": "drop_rate",
                    "drop_path_rate": "drop_path_rate", "whiten": "whiten"},
-    "audio": {"sample_rate": "sample_rate", "clip_seconds": "duration_s", "features": "kind", "n_mels": "n_mels"},
+    "audio": {"sample_rate": "sample_rate", "clip_seconds": "duration_s", "features": "kind", "n_mels": "n_mels",
+              "normalize": "normalize", "compression": "compression"},
 }
 _CONFIG_FIELDS = {f.name for f in fields(TrainConfig)}
 

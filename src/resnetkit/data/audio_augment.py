@@ -1,8 +1,9 @@
 """Audio augmentation: its settings (presets with fields replaced, as for images) and the batched transforms.
 
-Wave augmentations run first (time shift, gain, noise), then the features are computed and
-normalized, then SpecAugment masks them, then mixup mixes the batch (the audio batch source
-applies them in that order). Every transform works on a whole batch with per-example
+Wave augmentations run first (time shift, speed, gain, equalization, noise), then the
+features are computed (with each example's mel filterbank warped: VTLP) and normalized, then
+shifted along the mel axis, then SpecAugment masks them, then mixup mixes the batch (the
+audio batch source applies them in that order). Every transform works on a whole batch with per-example
 randomness and no Python loop over the batch.
 
 Random functions take an optional ``torch.Generator``. Random numbers are drawn on the
@@ -60,12 +61,17 @@ def _optional_range(value: Any, name: str, symmetric: bool) -> Optional[Range]:
 class AudioAugmentConfig:
     """What to do to each training clip. Zero / None turn a transform off.
 
-    Wave augmentations run first (time shift, gain, noise), then the features are
-    computed and normalized, then SpecAugment masks them, then mixup mixes the batch.
+    Wave augmentations run first (time shift, speed, gain, equalization, noise), then the
+    features are computed (VTLP warps the filterbank) and normalized, shifted along the mel
+    axis, masked by SpecAugment, and mixup mixes the batch.
     """
 
     time_shift_s: float = 0.0  # shift each clip by up to this many seconds either way (zeros fill in)
+    speed: Optional[Range] = None  # resample each clip by a factor from this range (tempo and pitch; Ko et al. 2015)
+    vtlp: Optional[Range] = None  # warp each clip's mel filterbank by a factor from this range (Jaitly & Hinton 2013)
+    mel_shift: int = 0  # shift each clip's features by up to this many mel bands either way (zeros fill in)
     gain_db: Optional[Range] = None  # random gain range in dB; one number g means (-g, g)
+    eq_db: float = 0.0  # random smooth equalization: up to this many dB of boost or cut across the band
     noise_snr_db: Optional[Range] = None  # add noise at an SNR drawn from this range (dB); None: no noise
     noise_prob: float = 1.0  # fraction of clips that get noise
     noise_dir: Optional[str] = None  # folder of noise recordings; None: white noise
@@ -78,13 +84,18 @@ class AudioAugmentConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "gain_db", _optional_range(self.gain_db, "gain_db", symmetric=True))
         object.__setattr__(self, "noise_snr_db", _optional_range(self.noise_snr_db, "noise_snr_db", symmetric=False))
-        for name in ("time_shift_s", "noise_prob", "mixup"):
+        for name in ("speed", "vtlp"):
+            factors = _optional_range(getattr(self, name), name, symmetric=False)
+            if factors is not None and not factors[0] > 0:
+                raise ValueError(f"{name} factors must be > 0, got {list(factors)}")
+            object.__setattr__(self, name, factors)
+        for name in ("time_shift_s", "noise_prob", "mixup", "eq_db"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         if self.noise_prob > 1:
             raise ValueError(f"noise_prob is a probability in [0, 1], got {self.noise_prob}")
-        for name in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
+        for name in ("mel_shift", "freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
@@ -95,7 +106,7 @@ class AudioAugmentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        for key in ("gain_db", "noise_snr_db"):
+        for key in ("gain_db", "noise_snr_db", "speed", "vtlp"):
             d[key] = list(d[key]) if d[key] is not None else None
         return d
 
@@ -124,6 +135,13 @@ AUDIO_AUGMENT_PRESETS: dict[str, AudioAugmentConfig] = {
     "speech": AudioAugmentConfig(
         time_shift_s=0.1, gain_db=(-6.0, 6.0), noise_snr_db=(10.0, 40.0), noise_prob=0.8,
         freq_masks=2, freq_mask_width=7, time_masks=2, time_mask_width=10,
+    ),
+    # For new voices: the speech preset plus vocal-tract length perturbation over the range of
+    # Jaitly & Hinton (2013), speed perturbation (Ko et al. 2015 use 0.9-1.1), shifts of two mel
+    # bands, random equalization (another microphone) and SpecAugment's masks doubled in number.
+    "speech-strong": AudioAugmentConfig(
+        time_shift_s=0.1, speed=(0.9, 1.1), vtlp=(0.85, 1.15), mel_shift=2, gain_db=(-6.0, 6.0), eq_db=6.0,
+        noise_snr_db=(10.0, 40.0), noise_prob=0.8, freq_masks=4, freq_mask_width=7, time_masks=4, time_mask_width=10,
     ),
 }
 
@@ -359,3 +377,77 @@ def add_bank_noise(
     snr = _sample_range(snr_db, "snr_db", waves.shape[0], generator, waves.device)
     noise = bank.sample(waves.shape[0], waves.shape[-1], generator).to(waves.dtype)
     return add_noise(waves, noise, snr)
+
+
+def speed_perturb(
+    waves: torch.Tensor,
+    speed: Union[float, Range] = (0.9, 1.1),
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Play each ``(N, samples)`` clip ``factor`` times faster (tempo and pitch), about its centre.
+
+    ``out[t] = x[c + (t - c) * factor]`` by linear interpolation, zeros outside the clip, one
+    factor per example drawn from ``speed`` (or fixed): the batched form of Ko et al.'s (2015)
+    resampling. No anti-aliasing filter: factors near 1 fold back only the top few percent of
+    the band.
+    """
+    waves = check_batch(waves, "waves", (2,))
+    low = as_range(speed, "speed")[0] if isinstance(speed, (tuple, list)) else check_float(speed, "speed")
+    if not low > 0:
+        raise ValueError(f"speed factors must be > 0, got {speed!r}")
+    n, length = waves.shape
+    factors = _sample_range(speed, "speed", n, generator, waves.device)
+    centre = (length - 1) / 2
+    positions = centre + (torch.arange(length, device=waves.device, dtype=torch.float32) - centre) * factors[:, None]
+    left = positions.floor()
+    frac = (positions - left).to(waves.dtype)
+    left = left.long()
+    lo = waves.gather(1, left.clamp(0, length - 1))
+    hi = waves.gather(1, (left + 1).clamp(0, length - 1))
+    out = lo + (hi - lo) * frac
+    inside = (positions >= 0) & (positions <= length - 1)
+    return out * inside.to(waves.dtype)
+
+
+def random_equalization(
+    waves: torch.Tensor,
+    eq_db: float = 6.0,
+    generator: Optional[torch.Generator] = None,
+    terms: int = 3,
+) -> torch.Tensor:
+    """Filter each ``(N, samples)`` clip by a random smooth zero-phase EQ curve of up to ``eq_db`` dB.
+
+    The curve is a sum of ``terms`` cosines over the band, ``sum_k a_k cos(pi k f / nyquist)``
+    with ``a_k`` uniform in ``[-eq_db / terms, eq_db / terms]``: tilts and broad bumps as
+    another microphone or room gives. Applied in the frequency domain (one rfft per batch).
+    """
+    waves = check_batch(waves, "waves", (2,))
+    if check_float(eq_db, "eq_db") < 0:
+        raise ValueError(f"eq_db must be >= 0, got {eq_db}")
+    n, length = waves.shape
+    spectrum = torch.fft.rfft(waves.float(), dim=-1)
+    bins = spectrum.shape[-1]
+    k = torch.arange(1, terms + 1, device=waves.device, dtype=torch.float32)
+    f = torch.linspace(0.0, 1.0, bins, device=waves.device)
+    amps = (2 * _uniform((n, terms), generator, waves.device) - 1) * (eq_db / terms)
+    curve_db = amps @ torch.cos(torch.pi * k[:, None] * f[None, :])
+    out = torch.fft.irfft(spectrum * torch.pow(10.0, curve_db / 20.0), n=length, dim=-1)
+    return out.to(waves.dtype)
+
+
+def random_mel_shift(
+    features: torch.Tensor, max_shift: int, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
+    """Shift each ``(N, C, F, T)`` example along its frequency axis by an integer in ``[-max_shift, max_shift]``.
+
+    Vacated bands are 0, the mean of normalized features; a shift up moves energy to higher bands.
+    """
+    features = check_batch(features, "features", (4,))
+    return random_time_shift(features.transpose(-1, -2), max_shift, generator, mode="zero").transpose(-1, -2)
+
+
+def sample_factors(
+    factors: Range, n: int, generator: Optional[torch.Generator] = None, device: Union[str, torch.device] = "cpu"
+) -> torch.Tensor:
+    """``(n,)`` factors uniform in ``factors`` (VTLP's warps), drawn on the generator's device."""
+    return _sample_range(as_range(factors, "factors"), "factors", n, generator, torch.device(device))

@@ -10,9 +10,13 @@ from .audio_augment import (
     NoiseBank,
     add_bank_noise,
     add_white_noise,
+    random_equalization,
     random_gain,
+    random_mel_shift,
     random_time_shift,
+    sample_factors,
     spec_augment,
+    speed_perturb,
 )
 from .audio_io import fix_length_batch
 from .batching import BatchSource
@@ -22,8 +26,11 @@ from .interface import BatchOptions
 class AudioDeviceStep:
     """What becomes of a batch of waves on the device: augmentation, features, SpecAugment, mixup.
 
-    Shared by the in-memory source below and the streaming shard source (:mod:`.shards`);
-    ``generator`` draws the augmentation (the owning source's, saved in its checkpoints).
+    Order: wave augmentations (time shift, speed, gain, equalization, noise), features
+    (filterbanks warped by VTLP) and their normalization (the spec's front end), shifts along
+    the mel axis, SpecAugment masks, mixup. Shared by the in-memory source below and the
+    streaming shard source (:mod:`.shards`); ``generator`` draws the augmentation (the owning
+    source's, saved in its checkpoints).
     """
 
     def __init__(self, spec, options: BatchOptions, num_classes: int, generator: torch.Generator,
@@ -45,8 +52,12 @@ class AudioDeviceStep:
         cfg, g = self.augment, self.generator
         if self.max_shift:
             waves = random_time_shift(waves, self.max_shift, g, mode="zero")
+        if cfg.speed is not None:
+            waves = speed_perturb(waves, cfg.speed, g)
         if cfg.gain_db is not None:
             waves = random_gain(waves, cfg.gain_db, g)
+        if cfg.eq_db > 0:
+            waves = random_equalization(waves, cfg.eq_db, g)
         if cfg.noise_snr_db is not None:
             if self.noise_bank is not None:
                 noisy = add_bank_noise(waves, self.noise_bank, cfg.noise_snr_db, g)
@@ -60,11 +71,17 @@ class AudioDeviceStep:
 
     def __call__(self, waves: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            if self.augment is not None:
+            cfg = self.augment
+            warp = None
+            if cfg is not None:
                 waves = self._augment_waves(waves)
-            x = self.frontend(waves)
-            if self.augment is not None and self.augment.masks:
-                cfg = self.augment
+                if cfg.vtlp is not None:
+                    warp = sample_factors(cfg.vtlp, waves.shape[0], self.generator, waves.device)
+            # Only training warps; an exported file's spec (waves in, no features) is never trained.
+            x = self.frontend(waves) if warp is None else self.frontend(waves, warp)
+            if cfg is not None and cfg.mel_shift > 0:
+                x = random_mel_shift(x, cfg.mel_shift, self.generator)
+            if cfg is not None and cfg.masks:
                 x = spec_augment(x, self.generator, num_freq_masks=cfg.freq_masks, freq_mask_width=cfg.freq_mask_width,
                                  num_time_masks=cfg.time_masks, time_mask_width=cfg.time_mask_width)
         if self.mix is not None:
@@ -77,8 +94,7 @@ class AudioDeviceStep:
 class AudioBatches(BatchSource):
     """Clips held on the device as one ``(N, samples)`` tensor; each batch becomes ``(n, 1, F, T)`` features.
 
-    Order: wave augmentations (time shift, gain, noise), features and their normalization
-    (the spec's front end), SpecAugment masks, mixup. The order of an epoch depends only on
+    Each batch goes through :class:`AudioDeviceStep`. The order of an epoch depends only on
     (seed, epoch), each process of a DDP run takes every world_size-th clip, and the
     augmentation generator's state is saved in checkpoints.
     """

@@ -131,7 +131,7 @@ class AudioData(LabelledData):
                 chosen.append(int(hits[0]))
             if len(chosen) >= max_examples:
                 break
-        config = dataclasses.replace(self.features, kind="logmel", normalize="none")
+        config = dataclasses.replace(self.features, kind="logmel", normalize="none", compression="db")
         with torch.no_grad():
             specs = config.build_features()(self.waves[chosen])
         labels = [self.classes[int(self.labels[i])] for i in chosen]

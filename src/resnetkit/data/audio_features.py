@@ -6,7 +6,10 @@ most of the dynamic range. :class:`LogMelSpectrogram` and :class:`MFCC` reproduc
 ``librosa.feature.melspectrogram`` + ``librosa.power_to_db`` and ``librosa.feature.mfcc``
 (librosa 0.11 defaults: Slaney mel scale and area normalization, periodic Hann window,
 centred frames with zero padding); ``tests/data/test_audio_features.py`` states the
-measured agreement. :class:`FeatureConfig` holds every setting of the front end; its
+measured agreement. Speaker and channel normalization belong to the front end, so they
+travel with runs and exported graphs: per-band CMVN (:func:`normalize_bands`) and PCEN
+(:func:`pcen`) in place of decibels; VTLP (:func:`warped_mel_filterbank`) warps the
+filterbank per example during training. :class:`FeatureConfig` holds every setting of the front end; its
 ``from_dict`` is the one parser of feature settings (recipes, flags, checkpoints, exported
 files). The augmentations of audio training live in :mod:`.audio_augment`.
 """
@@ -27,7 +30,11 @@ from .checks import check_batch, check_float, check_int
 WINDOWS = ("hann", "hamming", "blackman")
 PAD_MODES = ("constant", "reflect", "replicate", "circular")
 FEATURE_KINDS = ("logmel", "mfcc")
-NORMALIZE_MODES = ("utterance", "dataset", "none")
+# utterance: one mean/std over the whole clip; cmvn: one per band over time (per-utterance
+# cepstral/band mean and variance normalization, which removes a static channel or voice colour).
+NORMALIZE_MODES = ("utterance", "cmvn", "dataset", "none")
+# How mel energies are compressed: decibels (log), or PCEN (Wang et al. 2017).
+COMPRESSIONS = ("db", "pcen")
 
 
 def _check_spectral(
@@ -136,6 +143,46 @@ def mel_filterbank(
     return weights.to(dtype=dtype, device=device)
 
 
+def warp_frequencies(freqs: torch.Tensor, factors: torch.Tensor, fmax: float, cutoff: float = 0.8) -> torch.Tensor:
+    """Vocal-tract length warping of frequencies (Jaitly & Hinton 2013, "VTLP"), one factor per row.
+
+    ``freqs`` ``(..., K)`` Hz, ``factors`` ``(N,)`` -> ``(N, ..., K)``: the frequency of the
+    unwarped spectrum that a filter placed at ``f`` reads, ``f / factor`` below a knee and a
+    straight line to ``fmax`` above it, so the band's top edge stays put. A factor above 1
+    moves a tone's energy to higher filters (a shorter vocal tract); 1 is the identity.
+    """
+    factors = factors.reshape(-1, *([1] * freqs.dim())).to(freqs.dtype)
+    # The knee keeps f / factor below fmax for factors < 1 (Kaldi's VTLN uses the same shape).
+    knee = cutoff * fmax * torch.clamp(factors, max=1.0)
+    low = freqs / factors
+    top = knee / factors + (fmax - knee / factors) * (freqs - knee) / (fmax - knee)
+    return torch.where(freqs <= knee, low, top)
+
+
+def warped_mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float, factors: torch.Tensor
+) -> torch.Tensor:
+    """Per-example mel filterbanks ``(N, n_mels, n_fft // 2 + 1)`` with edges warped by ``factors`` (VTLP).
+
+    Slaney-normalized like :func:`mel_filterbank` (area over the warped band), built in
+    float32 on ``factors``' device; ``factors`` of 1 give :func:`mel_filterbank`'s weights.
+    """
+    device = factors.device
+    f32 = torch.float32
+    fft_freqs = torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1, dtype=f32, device=device)
+    mels = torch.linspace(float(hz_to_mel(torch.tensor(float(fmin), dtype=torch.float64))),
+                          float(hz_to_mel(torch.tensor(float(fmax), dtype=torch.float64))), n_mels + 2,
+                          dtype=torch.float64)
+    edges = mel_to_hz(mels).to(f32).to(device)
+    edges = warp_frequencies(edges, factors.to(f32), float(fmax))  # (N, n_mels + 2)
+    widths = edges.diff(dim=-1)
+    ramps = edges[:, :, None] - fft_freqs[None, None, :]
+    lower = -ramps[:, :-2] / widths[:, :-1, None]
+    upper = ramps[:, 2:] / widths[:, 1:, None]
+    weights = torch.clamp(torch.minimum(lower, upper), min=0.0)
+    return weights * (2.0 / (edges[:, 2:] - edges[:, :-2]))[:, :, None]
+
+
 def dct_matrix(n_out: int, n_in: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Orthonormal DCT-II as an ``(n_out, n_in)`` matrix: ``scipy.fft.dct(x, type=2, norm="ortho")[:n_out]``."""
     check_int(n_in, "dct_matrix.n_in")
@@ -177,6 +224,47 @@ def power_to_db(
     return db
 
 
+# PCEN constants are librosa.pcen's defaults (Wang et al. 2017; Lostanlen et al. 2019).
+PCEN_TIME_CONSTANT_S = 0.4  # smoother's time constant: long against a syllable, short against a session
+PCEN_GAIN = 0.98  # alpha: how much of the smoothed energy is divided out (1 would be full AGC)
+PCEN_BIAS = 2.0  # delta
+PCEN_POWER = 0.5  # r: root compression in place of the log
+PCEN_EPS = 1e-6
+# librosa's documentation scales power of [-1, 1] audio by 2**31 (int32 full scale) before pcen,
+# the range its bias and gain were tuned for.
+PCEN_INPUT_SCALE = float(2**31)
+
+
+def pcen_smoothing_matrix(frames: int, s: float, dtype: torch.dtype = torch.float32,
+                          device: Optional[torch.device] = None) -> torch.Tensor:
+    """``(frames, frames)`` matrix ``W`` with ``M = E @ W.T`` the first-order IIR smoother of PCEN.
+
+    ``M[t] = (1 - s) M[t - 1] + s E[t]`` started at its steady state for the first frame
+    (``M[-1] = E[0]``, scipy's ``lfilter_zi`` as librosa uses): a matrix product instead of a
+    loop over frames, which exports to ONNX as one MatMul.
+    """
+    t = torch.arange(frames, dtype=torch.float64)
+    lag = t[:, None] - t[None, :]
+    w = torch.where(lag >= 0, s * (1.0 - s) ** lag.clamp(min=0), torch.zeros(()))
+    w[:, 0] += (1.0 - s) ** (t + 1)
+    return w.to(dtype=dtype, device=device)
+
+
+def pcen(energy: torch.Tensor, sample_rate: int, hop_length: int) -> torch.Tensor:
+    """Per-channel energy normalization of ``(..., F, T)`` mel energies, as ``librosa.pcen`` (defaults).
+
+    ``(E / (eps + M) ** gain + bias) ** power - bias ** power`` with ``M`` the smoothed energy
+    of each band; ``energy`` is power of [-1, 1] audio, scaled by :data:`PCEN_INPUT_SCALE` here.
+    """
+    t = PCEN_TIME_CONSTANT_S * sample_rate / hop_length
+    s = (math.sqrt(1 + 4 * t**2) - 1) / (2 * t**2)
+    energy = energy * PCEN_INPUT_SCALE
+    smooth = torch.matmul(energy, pcen_smoothing_matrix(energy.shape[-1], s, energy.dtype, energy.device).T)
+    # exp(-gain * log(eps + M)) is librosa's form: it keeps huge M from overflowing in the power.
+    agc = energy * torch.exp(-PCEN_GAIN * torch.log(PCEN_EPS + smooth))
+    return (agc + PCEN_BIAS) ** PCEN_POWER - PCEN_BIAS**PCEN_POWER
+
+
 def _window(name: str, length: int) -> torch.Tensor:
     # Periodic windows, like scipy.signal.get_window(..., fftbins=True) that librosa uses.
     factories = {"hann": torch.hann_window, "hamming": torch.hamming_window, "blackman": torch.blackman_window}
@@ -196,6 +284,9 @@ class LogMelSpectrogram(nn.Module):
     ``ref`` is ``"max"`` (each utterance's loudest bin is 0 dB, librosa's ``ref=np.max``) or
     a number (1.0 gives absolute dB re full-scale power). ``top_db`` clips each utterance
     at its maximum minus ``top_db``; ``None`` keeps the full range down to ``amin``.
+    ``compression="pcen"`` replaces the decibels with :func:`pcen` (``ref``, ``top_db`` and
+    ``amin`` then do not apply). ``forward(waves, warp)`` warps each example's filterbank by
+    its factor in ``warp`` (VTLP, training only).
     """
 
     def __init__(
@@ -214,10 +305,13 @@ class LogMelSpectrogram(nn.Module):
         pad_mode: str = "constant",
         ref: Union[str, float] = 1.0,
         amin: float = 1e-10,
+        compression: str = "db",
     ) -> None:
         super().__init__()
         win_length = n_fft if win_length is None else win_length
         fmax = sample_rate / 2 if fmax is None else fmax
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"LogMelSpectrogram.compression must be one of {COMPRESSIONS}, got {compression!r}")
         _check_spectral("LogMelSpectrogram", sample_rate, n_fft, hop_length, win_length, n_mels, fmin, fmax, top_db)
         if window not in WINDOWS:
             raise ValueError(f"LogMelSpectrogram.window must be one of {WINDOWS}, got {window!r}")
@@ -244,6 +338,7 @@ class LogMelSpectrogram(nn.Module):
         self.pad_mode = pad_mode
         self.ref = ref if ref == "max" else float(ref)
         self.amin = float(amin)
+        self.compression = compression
         # Derived from the arguments above, so kept out of the state dict (persistent=False):
         # checkpoints stay small and loading never fights a changed configuration.
         self.register_buffer("window", _window(window, win_length), persistent=False)
@@ -276,7 +371,7 @@ class LogMelSpectrogram(nn.Module):
             return torch.view_as_real(spec).pow(2).sum(-1)
         return spec.abs().pow(self.power)
 
-    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+    def forward(self, waves: torch.Tensor, warp: Optional[torch.Tensor] = None) -> torch.Tensor:
         waves = check_batch(waves, "waves", (1, 2))
         if waves.dim() == 1:
             waves = waves.unsqueeze(0)
@@ -284,15 +379,26 @@ class LogMelSpectrogram(nn.Module):
             raise ValueError(f"waves must have >= n_fft={self.n_fft} samples when center=False, got {waves.shape[-1]}")
         with _no_autocast(waves.device):
             spec = self.power_spectrogram(waves.to(torch.float32))
-            mel = torch.matmul(self.mel_fb.to(torch.float32), spec)
-            db = power_to_db(mel, ref=self.ref, amin=self.amin, top_db=self.top_db)
-        return db.unsqueeze(1)
+            if warp is None:
+                mel = torch.matmul(self.mel_fb.to(torch.float32), spec)
+            else:
+                if warp.shape != (waves.shape[0],):
+                    raise ValueError(f"warp must hold one factor per example, shape ({waves.shape[0]},), "
+                                     f"got {tuple(warp.shape)}")
+                fb = warped_mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax,
+                                           warp.to(device=waves.device, dtype=torch.float32))
+                mel = torch.bmm(fb, spec)
+            if self.compression == "pcen":
+                out = pcen(mel, self.sample_rate, self.hop_length)
+            else:
+                out = power_to_db(mel, ref=self.ref, amin=self.amin, top_db=self.top_db)
+        return out.unsqueeze(1)
 
     def extra_repr(self) -> str:
         return (
             f"sample_rate={self.sample_rate}, n_fft={self.n_fft}, hop_length={self.hop_length}, "
             f"win_length={self.win_length}, n_mels={self.n_mels}, fmin={self.fmin:g}, fmax={self.fmax:g}, "
-            f"top_db={self.top_db}, ref={self.ref}"
+            f"top_db={self.top_db}, ref={self.ref}, compression={self.compression}"
         )
 
 
@@ -320,12 +426,13 @@ class MFCC(nn.Module):
         pad_mode: str = "constant",
         ref: Union[str, float] = 1.0,
         amin: float = 1e-10,
+        compression: str = "db",
     ) -> None:
         super().__init__()
         self.logmel = LogMelSpectrogram(
             sample_rate, n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=window,
             n_mels=n_mels, fmin=fmin, fmax=fmax, power=power, top_db=top_db, center=center,
-            pad_mode=pad_mode, ref=ref, amin=amin,
+            pad_mode=pad_mode, ref=ref, amin=amin, compression=compression,
         )
         check_int(n_mfcc, "MFCC.n_mfcc")
         if n_mfcc > n_mels:
@@ -337,8 +444,8 @@ class MFCC(nn.Module):
         """Frames produced for an input of ``num_samples`` samples."""
         return self.logmel.num_frames(num_samples)
 
-    def forward(self, waves: torch.Tensor) -> torch.Tensor:
-        logmel = self.logmel(waves)
+    def forward(self, waves: torch.Tensor, warp: Optional[torch.Tensor] = None) -> torch.Tensor:
+        logmel = self.logmel(waves, warp)
         with _no_autocast(logmel.device):
             return torch.matmul(self.dct.to(torch.float32), logmel)
 
@@ -358,15 +465,45 @@ def normalize_utterance(features: torch.Tensor, eps: float = 1e-5) -> torch.Tens
     return (features - mean) / torch.sqrt(var + eps)
 
 
-class UtteranceNorm(nn.Module):
-    """Module form of :func:`normalize_utterance`."""
+def normalize_bands(features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per-utterance CMVN: zero mean, unit variance of each band over time, ``(N, C, F, T)`` features.
 
-    def __init__(self, eps: float = 1e-5) -> None:
+    A fixed gain, microphone response or voice colour is a constant offset of each log band
+    and goes away; ``eps`` keeps a constant band (silence clipped by top_db) at 0, not NaN.
+    """
+    features = check_batch(features, "features", (3, 4))
+    mean = features.mean(dim=-1, keepdim=True)
+    var = features.var(dim=-1, keepdim=True, unbiased=False)
+    return (features - mean) / torch.sqrt(var + eps)
+
+
+class UtteranceNorm(nn.Module):
+    """Module form of :func:`normalize_utterance` (``per_band=False``) and :func:`normalize_bands`."""
+
+    def __init__(self, eps: float = 1e-5, per_band: bool = False) -> None:
         super().__init__()
         self.eps = eps
+        self.per_band = bool(per_band)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.per_band:
+            return normalize_bands(features, self.eps)
         return normalize_utterance(features, self.eps)
+
+
+class FrontEnd(nn.Sequential):
+    """Features, then their normalization: ``(N, samples)`` -> ``(N, 1, F, T)``.
+
+    A Sequential whose first module may take per-example VTLP factors: ``forward(waves, warp)``
+    passes ``warp`` to the features (training); inference calls it with the waves alone.
+    """
+
+    def forward(self, waves: torch.Tensor, warp: Optional[torch.Tensor] = None) -> torch.Tensor:
+        modules = list(self)
+        x = modules[0](waves) if warp is None else modules[0](waves, warp)
+        for module in modules[1:]:
+            x = module(x)
+        return x
 
 
 class DatasetNormalizer(nn.Module):
@@ -509,8 +646,12 @@ class FeatureConfig:
     # librosa's default range: bounds digital silence (zero padding) to max - 80 dB instead
     # of -100 dB outliers that would dominate normalization statistics.
     top_db: Optional[float] = 80.0
-    # Per-utterance statistics need no fitting pass and remove recording-level gain.
+    # Per-utterance statistics need no fitting pass and remove recording-level gain. The speech
+    # recipes set "cmvn" (per band); this default stays what runs saved before it were trained with.
     normalize: str = "utterance"
+    # "db" is librosa's power_to_db; "pcen" is per-channel energy normalization. A record
+    # without this key (a run saved before it existed) reads as "db", as it was trained.
+    compression: str = "db"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -521,6 +662,8 @@ class FeatureConfig:
             raise ValueError(f"FeatureConfig.kind must be one of {FEATURE_KINDS}, got {self.kind!r}")
         if self.normalize not in NORMALIZE_MODES:
             raise ValueError(f"FeatureConfig.normalize must be one of {NORMALIZE_MODES}, got {self.normalize!r}")
+        if self.compression not in COMPRESSIONS:
+            raise ValueError(f"FeatureConfig.compression must be one of {COMPRESSIONS}, got {self.compression!r}")
         if check_float(self.duration_s, "FeatureConfig.duration_s") <= 0:
             raise ValueError(f"FeatureConfig.duration_s must be > 0, got {self.duration_s}")
         _check_spectral(
@@ -582,13 +725,13 @@ class FeatureConfig:
         self.validate()  # the dataclass is mutable; catch fields changed after construction
         common = dict(
             n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.win_length, n_mels=self.n_mels,
-            fmin=self.fmin, fmax=self.fmax, top_db=self.top_db,
+            fmin=self.fmin, fmax=self.fmax, top_db=self.top_db, compression=self.compression,
         )
         if self.kind == "mfcc":
             return MFCC(self.sample_rate, n_mfcc=self.n_mfcc, **common)
         return LogMelSpectrogram(self.sample_rate, **common)
 
-    def build(self, normalizer: Optional[DatasetNormalizer] = None) -> nn.Module:
+    def build(self, normalizer: Optional[DatasetNormalizer] = None) -> FrontEnd:
         """Feature extractor followed by the configured normalization.
 
         ``normalize="dataset"`` needs ``normalizer``, fitted on :meth:`build_features` outputs of
@@ -597,8 +740,8 @@ class FeatureConfig:
         features = self.build_features()
         if self.normalize == "none":
             norm: Optional[nn.Module] = None
-        elif self.normalize == "utterance":
-            norm = UtteranceNorm()
+        elif self.normalize in ("utterance", "cmvn"):
+            norm = UtteranceNorm(per_band=self.normalize == "cmvn")
         else:
             if not isinstance(normalizer, DatasetNormalizer) or not normalizer.fitted:
                 raise ValueError(
@@ -612,4 +755,4 @@ class FeatureConfig:
             norm = normalizer
         if normalizer is not None and self.normalize != "dataset":
             raise ValueError(f"a normalizer was given but FeatureConfig.normalize={self.normalize!r}, not 'dataset'")
-        return features if norm is None else nn.Sequential(features, norm)
+        return FrontEnd(features) if norm is None else FrontEnd(features, norm)

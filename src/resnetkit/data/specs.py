@@ -8,7 +8,7 @@ prediction, export and serving preprocess exactly as training did.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -212,7 +212,8 @@ class AudioInputSpec(InputSpec):
                 wave = load_audio(item, features.sample_rate)
             waves.append(fix_length(wave, features.num_samples, "center"))
         with torch.no_grad():
-            db = features.build_features()(torch.stack(waves))[:, 0]
+            # Decibels even for a PCEN front end: the picture is read as a spectrogram, on the model's grid.
+            db = replace(features, compression="db").build_features()(torch.stack(waves))[:, 0]
         axes: dict[str, Any] = {"duration_s": features.num_samples / features.sample_rate}
         if features.kind == "logmel":
             axes["ylabel"] = "frequency (Hz)"

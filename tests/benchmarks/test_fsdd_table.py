@@ -1,0 +1,33 @@
+"""benchmarks/fsdd.py's table: per-speaker means over seeds, the lowest speaker, mean ± std of the LOSO mean."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fsdd.py"
+
+
+def _fsdd():
+    spec = importlib.util.spec_from_file_location("fsdd_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_loso_table_over_seeds():
+    fsdd = _fsdd()
+    results = []
+    for seed, base in ((0, 0.80), (1, 0.90)):
+        for i, speaker in enumerate(fsdd.SPEAKERS):
+            results.append({"model": "resnet20", "split": f"speakers:{speaker}", "seed": seed,
+                            "test_acc_last_epoch": base + 0.02 * i, "seconds": 100.0 + i})
+    results.append({"model": "resnet20", "split": "official", "seed": 0, "test_acc_last_epoch": 1.0, "seconds": 90.0})
+    row = fsdd.summary_table(results, ["resnet20"], [0, 1]).splitlines()[2].split(" | ")
+    # george: mean of 0.80 and 0.90; LOSO means per seed 0.84 and 0.94 -> 89% ± 7.07%.
+    assert row[1:4] == ["0,1", "100.00%", "85.00%"]
+    assert row[8:11] == ["89.00%", "85.00%", "89.00% ± 7.07% (2 seeds)"]
+    assert row[11].startswith("104 s")
+    # A seed with a fold missing gives no LOSO mean of its own.
+    partial = [r for r in results if not (r["seed"] == 1 and r["split"] == "speakers:lucas")]
+    assert fsdd.summary_table(partial, ["resnet20"], [0, 1]).splitlines()[2].split(" | ")[10] == "-"
