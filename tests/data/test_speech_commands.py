@@ -98,6 +98,6 @@ def test_the_protocol_takes_the_voice_front_end_and_augmentation(layout):
     # Noise from the data set's own recordings, with every voice augmentation on.
     assert augment.noise_dir == str(layout / "_background_noise_") and augment.vtlp and augment.speed
     source = splits.train.batches(spec, BatchOptions(train=True, batch_size=32, augment=augment))
-    assert source.noise_bank is not None and len(source.noise_bank) == 1
+    assert source.step.noise_bank is not None and len(source.step.noise_bank) == 1
     x, y = next(iter(source.epoch(0)))
     assert x.shape == (32, 1, 40, 101) and torch.isfinite(x).all() and y.max() < 12
