@@ -147,7 +147,9 @@ def export_run(
         if out.exists():
             os.replace(out, failed)
         raise ExportParityError(
-            f"parity check failed for {out}: agreement with the PyTorch model {parity.agreement:.2%} < "
+            f"parity check failed for {out}: "
+            f"{'top-1 agreement' if parity.label_agreement is None else 'agreement (top-1 and label decisions)'} "
+            f"with the PyTorch model {parity.agreement:.2%} < "
             f"{min_agreement:.1%} on {parity.samples} samples (max |logit diff| {parity.max_abs_diff:.3g}); "
             f"the file was renamed {failed.name}, the numbers are in {report.parity_path.name}")
     return report
