@@ -10,6 +10,7 @@ all-reduce of a sum), ending on the same T.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch.nn import functional as F
@@ -36,27 +37,35 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
         total = distributed.all_reduce_sum(total)
     if float(total) == 0:
         return 1.0
-    nll = lambda log_t: summed_nll(logits, labels, math.exp(log_t))
+    nll = lambda log_t: torch.tensor([summed_nll(logits, labels, math.exp(float(log_t)))], dtype=torch.float64)
+    return float(search_temperatures(nll, 1, torch.device("cpu"))[0])
+
+
+def search_temperatures(nll: Callable[[torch.Tensor], torch.Tensor], count: int, device: torch.device) -> torch.Tensor:
+    """``count`` temperatures, each minimising its own entry of ``nll(log_t)`` (a (count,) tensor of summed NLLs).
+
+    Golden-section search on log T in _LOG_T_RANGE, all entries at once; every process that
+    computes the same ``nll`` (sums all-reduced, or the samples gathered) ends on the same T.
+    """
     ratio = (math.sqrt(5) - 1) / 2
-    a, b = _LOG_T_RANGE
+    a = torch.full((count,), _LOG_T_RANGE[0], dtype=torch.float64, device=device)
+    b = torch.full((count,), _LOG_T_RANGE[1], dtype=torch.float64, device=device)
     c, d = b - ratio * (b - a), a + ratio * (b - a)
     fc, fd = nll(c), nll(d)
     for _ in range(_ITERATIONS):
-        if fc <= fd:
-            b, d, fd = d, c, fc
-            c = b - ratio * (b - a)
-            fc = nll(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + ratio * (b - a)
-            fd = nll(d)
-    return math.exp((a + b) / 2)
+        left = fc <= fd  # the minimum lies in [a, d]
+        b, a = torch.where(left, d, b), torch.where(left, a, c)
+        c, d = torch.where(left, b - ratio * (b - a), d), torch.where(left, c, a + ratio * (b - a))
+        fc_new, fd_new = nll(c), nll(d)
+        fc, fd = torch.where(left, fc_new, fd), torch.where(left, fc, fd_new)
+    return ((a + b) / 2).exp()
 
 
-def calibration_summary(before: dict, after: dict, temperature: float) -> dict:
-    """What metrics.json records of the calibration: the temperature, ECE and NLL before and after."""
+def calibration_summary(before: dict, after: dict, temperature, method: str = "temperature") -> dict:
+    """What metrics.json records of the calibration: the temperature (one per label for
+    ``method="temperature per label"``), ECE and NLL before and after."""
     return {
-        "method": "temperature",
+        "method": method,
         "temperature": temperature,
         "ece_before": before["ece"],
         "ece_after": after["ece"],

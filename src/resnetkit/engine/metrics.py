@@ -29,6 +29,25 @@ def _loss_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+def reliability_summary(bins: torch.Tensor) -> dict[str, Any]:
+    """``ece`` and ``reliability`` from per-bin sums (3, ECE_BINS): samples, summed confidence, summed hits.
+
+    ECE = sum over bins of n_b * |mean confidence_b - accuracy_b|, over all samples; the
+    reliability record gives each bin's count, mean confidence and accuracy (0 where empty).
+    """
+    counts, confidence, correct = bins.cpu().double()
+    total = float(counts.sum())
+    gaps = (confidence - correct).abs().sum()
+    occupied = counts > 0
+    mean = lambda values: torch.where(occupied, values / counts.clamp(min=1), torch.zeros_like(values))
+    return {
+        "ece": float(gaps) / total if total else 0.0,
+        "reliability": {"bins": ECE_BINS, "count": counts.long().tolist(),
+                        "confidence": [round(v, 6) for v in mean(confidence).tolist()],
+                        "accuracy": [round(v, 6) for v in mean(correct).tolist()]},
+    }
+
+
 class ClassificationMetrics:
     """Top-1/top-5 accuracy, mean loss, per-class precision/recall/F1 and the confusion matrix.
 
@@ -285,18 +304,7 @@ class ClassificationMetrics:
         }
 
     def _calibration_metrics(self) -> dict[str, Any]:
-        counts, confidence, correct = self._calibration.cpu().double()
-        total = float(counts.sum())
-        gaps = (confidence - correct).abs().sum()  # sum over bins of n_b * |conf_b - acc_b|
-        occupied = counts > 0
-        mean = lambda values: torch.where(occupied, values / counts.clamp(min=1), torch.zeros_like(values))
-        return {
-            "ece": float(gaps) / total if total else 0.0,
-            "temperature": self.temperature,
-            "reliability": {"bins": ECE_BINS, "count": counts.long().tolist(),
-                            "confidence": [round(v, 6) for v in mean(confidence).tolist()],
-                            "accuracy": [round(v, 6) for v in mean(correct).tolist()]},
-        }
+        return {**reliability_summary(self._calibration), "temperature": self.temperature}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(num_classes={self.num_classes}, device={self.device})"

@@ -3,8 +3,8 @@
 A multi-label model scores every label independently: p_k = sigmoid(z_k / T_k). Training
 minimises the binary cross-entropy of each label (label smoothing pulls the 0/1 targets to
 eps/2 and 1 - eps/2; mixed batches come with mixed targets). At the end of a run each label
-gets its own temperature T_k (fitted on the validation BCE, by golden section on log T_k for
-all labels at once, DDP-safe like :mod:`.calibration`) and then its own decision threshold,
+gets its own temperature T_k (fitted on the validation BCE by :mod:`.calibration`'s golden-section
+search on log T_k, all labels at once) and then its own decision threshold,
 the one that maximises that label's F1 on the validation probabilities. Both travel with the
 run; ``predict`` and ``serve`` report the labels whose probability reaches their threshold.
 
@@ -22,18 +22,16 @@ the same on every process.
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import torch
 from torch.nn import functional as F
 
 from ..runtime import distributed
-from .metrics import ECE_BINS
+from .calibration import search_temperatures
+from .metrics import ECE_BINS, reliability_summary
 
 DEFAULT_THRESHOLD = 0.5
-_LOG_T_RANGE = (math.log(0.05), math.log(20.0))
-_ITERATIONS = 60
 
 
 def bce_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0,
@@ -88,25 +86,12 @@ def fit_label_temperatures(logits: torch.Tensor, targets: torch.Tensor) -> list[
     logits, targets = gather(logits.float()), gather(targets.float())
     if not len(targets) or not k:
         return [1.0] * k
-    hard = (targets > 0.5).float()
+    hard, logits = (targets > 0.5).double(), logits.double()
 
     def nll(log_t: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits / log_t.exp(), hard, reduction="none").double().sum(0)
+        return F.binary_cross_entropy_with_logits(logits / log_t.exp(), hard, reduction="none").sum(0)
 
-    ratio = (math.sqrt(5) - 1) / 2
-    a = torch.full((k,), _LOG_T_RANGE[0], dtype=logits.dtype, device=logits.device)
-    b = torch.full((k,), _LOG_T_RANGE[1], dtype=logits.dtype, device=logits.device)
-    c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = nll(c), nll(d)
-    for _ in range(_ITERATIONS):
-        left = fc <= fd  # the minimum lies in [a, d]
-        b = torch.where(left, d, b)
-        a = torch.where(left, a, c)
-        new_c, new_d = b - ratio * (b - a), a + ratio * (b - a)
-        c, d = torch.where(left, new_c, d), torch.where(left, c, new_d)
-        fc_new, fd_new = nll(c), nll(d)
-        fc, fd = torch.where(left, fc_new, fd), torch.where(left, fc, fd_new)
-    return [float(v) for v in ((a + b) / 2).exp().tolist()]
+    return search_temperatures(nll, k, logits.device).tolist()
 
 
 def probabilities(logits: torch.Tensor, temperature: float | Sequence[float] = 1.0) -> torch.Tensor:
@@ -194,31 +179,8 @@ def multilabel_metrics(logits: torch.Tensor, targets: torch.Tensor, classes: Seq
 
 
 def _calibration(probs: torch.Tensor, truth: torch.Tensor) -> dict:
+    """The calibration error of every (sample, label) probability: bins of p, the share of positives in each."""
     p, y = probs.reshape(-1), truth.reshape(-1).double()
     bins = (p * ECE_BINS).long().clamp_(0, ECE_BINS - 1)
-    counts = torch.zeros(ECE_BINS, dtype=torch.float64).index_add_(0, bins, torch.ones_like(p))
-    confidence = torch.zeros(ECE_BINS, dtype=torch.float64).index_add_(0, bins, p)
-    positive = torch.zeros(ECE_BINS, dtype=torch.float64).index_add_(0, bins, y)
-    total = float(counts.sum())
-    occupied = counts > 0
-    mean = lambda values: torch.where(occupied, values / counts.clamp(min=1), torch.zeros_like(values))
-    return {
-        "ece": float((confidence - positive).abs().sum()) / total if total else 0.0,
-        "reliability": {"bins": ECE_BINS, "count": counts.long().tolist(),
-                        "confidence": [round(v, 6) for v in mean(confidence).tolist()],
-                        "accuracy": [round(v, 6) for v in mean(positive).tolist()]},
-    }
-
-
-def multilabel_calibration_summary(before: dict, after: dict) -> dict:
-    """What metrics.json records of a multi-label calibration: per-label temperatures, ECE and BCE before and after."""
-    return {
-        "method": "temperature per label",
-        "temperature": after["temperature"],
-        "ece_before": before["ece"],
-        "ece_after": after["ece"],
-        "nll_before": before["loss"],
-        "nll_after": after["loss"],
-        "reliability_before": before["reliability"],
-        "reliability_after": after["reliability"],
-    }
+    sums = torch.zeros(3, ECE_BINS, dtype=torch.float64).index_add_(1, bins, torch.stack([torch.ones_like(p), p, y]))
+    return reliability_summary(sums)

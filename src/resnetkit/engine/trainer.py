@@ -39,7 +39,7 @@ from .evaluation import EvalResult, collect_logits, evaluate_batches, loss_fn, m
 from .finetune import FineTuning, is_head_parameter
 from .history import History, write_metrics_csv
 from .imbalance import balanced_sample_weights, class_weights, training_labels
-from .multilabel import (bce_loss, fit_label_temperatures, label_hits, multilabel_calibration_summary,
+from .multilabel import (bce_loss, fit_label_temperatures, label_hits,
                          multilabel_metrics, positive_weights, tune_thresholds)
 from .optim import Lookahead, build_optimizer, build_scheduler
 from .tracking import create_trackers
@@ -742,8 +742,9 @@ class Trainer:
             self.temperature = fit_label_temperatures(logits, targets)
         self.thresholds = tune_thresholds(probabilities(logits, self.temperature), targets)
         m = multilabel_metrics(logits, targets, self.classes, self.temperature, self.thresholds)
-        m["calibration"] = (multilabel_calibration_summary(
-            multilabel_metrics(logits, targets, self.classes, 1.0, self.thresholds), m) if calibrate else None)
+        m["calibration"] = (calibration_summary(multilabel_metrics(logits, targets, self.classes, 1.0, self.thresholds),
+                                                m, self.temperature, method="temperature per label")
+                            if calibrate else None)
         return m
 
     def _single_label_final_metrics(self, logits: torch.Tensor, labels: torch.Tensor, calibrate: bool) -> dict:

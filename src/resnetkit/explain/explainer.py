@@ -161,10 +161,10 @@ def _predicted_labels(run: Any, batch: torch.Tensor) -> tuple[torch.Tensor, torc
         probs = run.probabilities(model(batch)).cpu()
     finally:
         model.train(was_training)
-    cut = torch.tensor(run.thresholds or [0.5] * probs.shape[1])
+    index = {name: i for i, name in enumerate(run.classes)}
     rows, labels = [], []
     for i, p in enumerate(probs):
-        chosen = [int(c) for c in p.argsort(descending=True) if p[c] >= cut[c]] or [int(p.argmax())]
+        chosen = [index[name] for name in run.label_decision(p)["labels"]] or [int(p.argmax())]
         rows += [i] * len(chosen)
         labels += chosen
     return torch.tensor(rows), torch.tensor(labels)
