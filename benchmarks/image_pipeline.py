@@ -7,7 +7,8 @@ the same files into normalized float batches of RandomResizedCrop 224 + horizont
 colour jitter, no auto-augment), with the same workers and batch size:
 
 - ours: ``ImageFiles(...).batches(...)`` (resnetkit.data.image_pipeline: uint8 crops, normalized
-  where the batch lands),
+  where the batch lands; JPEGs decoded by simplejpeg when it is installed, through Pillow with
+  ``--pillow-decode``),
 - timm: ``create_loader(ImageDataset(root), is_training=True, ...)`` with its prefetcher (uint8
   batches normalized where they land, timm's own fast path),
 - torchvision: ``ImageFolder`` with ``RandomResizedCrop``, ``RandomHorizontalFlip``,
@@ -304,6 +305,8 @@ def main() -> None:
     parser.add_argument("--train-step", action="store_true", help="also train on our batches: does the GPU wait?")
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--pillow-decode", action="store_true",
+                        help="ours decodes through Pillow even with simplejpeg installed (the pipeline before it)")
     parser.add_argument("--json")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -319,6 +322,11 @@ def main() -> None:
     if source is not None and not source.is_dir():
         parser.error(f"--data {source}: no such folder (give --synthetic to draw the photos)")
 
+    from resnetkit.data import image_pipeline
+
+    if args.pillow_decode:
+        image_pipeline.simplejpeg = None  # before any worker starts: they inherit it
+    decoder = "simplejpeg" if image_pipeline.simplejpeg is not None else "pillow"
     with tempfile.TemporaryDirectory(prefix="photos-") as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
@@ -334,8 +342,9 @@ def main() -> None:
             "device": str(device), "workers": args.workers, "batch_size": args.batch_size, "size": args.size,
             "images": len(samples), "photo": list(photo), "batches_per_pass": len(samples) // args.batch_size,
             "repeats": args.repeats, "source": "synthetic" if source is None else str(source),
-            "torch": torch.__version__, "pillow": Image.__version__, "results": results, "draft": draft,
+            "torch": torch.__version__, "pillow": Image.__version__, "ours_jpeg_decoder": decoder, "results": results, "draft": draft,
         }
+        print(f"ours decodes JPEGs with {decoder}")
         print(f"| loader | stage | img/s per core (CPU-s) | vs timm | img/s wall ({args.workers} worker(s)) | vs timm |")
         print("| --- | --- | ---: | ---: | ---: | ---: |")
         for stage in ("handover", "normalized"):

@@ -16,13 +16,15 @@ from torchvision.transforms.v2 import functional as TF
 
 from resnetkit.data import BatchOptions, SkippedFile
 from resnetkit.data.augment import Normalize, get_preset
-from resnetkit.data.image_io import open_image, read_image
+from resnetkit.data import image_pipeline
+from resnetkit.data.image_io import ImageDataError, open_image, read_image
 from resnetkit.data.image_pipeline import (
     RATIO,
     SCALE,
     EvalCrop,
     TrainCrop,
     decode_reduced,
+    jpeg_file,
     random_resized_crop_box,
     reduction_for,
 )
@@ -137,6 +139,53 @@ def test_eval_crop_equals_resize_and_center_crop(photo):
     reference = TF.center_crop(TF.resize(full, 213, antialias=True), [186, 186])
     assert reduced.shape == reference.shape
     assert (reduced.float() - reference.float()).abs().mean().item() < 2.0
+
+
+def _crops(source, in_chans: int) -> list[torch.Tensor]:
+    """Training crops (reduced and whole) of a few seeds and two evaluation crops of ``source``."""
+    crops = []
+    for draft in (True, False):
+        crops += [TrainCrop((128, 128), draft=draft)(source, in_chans, random.Random(seed)) for seed in range(6)]
+        crops.append(EvalCrop((186, 186), crop_pct=0.875, draft=draft)(source, in_chans))
+    return crops
+
+
+def test_simplejpeg_decodes_the_same_pixels_as_pillow(photo, tmp_path, monkeypatch):
+    pytest.importorskip("simplejpeg")
+    gray = tmp_path / "gray.jpg"
+    Image.fromarray(_gradient(1000, 700)[..., 1]).save(gray, quality=90)
+    cases = [(photo, 3), (photo.read_bytes(), 3), (gray, 1), (gray, 3)]
+    assert all(jpeg_file(source, in_chans) is not None for source, in_chans in cases)
+    fast = [_crops(source, in_chans) for source, in_chans in cases]
+    with monkeypatch.context() as patch:
+        patch.setattr(image_pipeline, "simplejpeg", None)  # every file through Pillow
+        assert jpeg_file(photo, 3) is None
+        pillow = [_crops(source, in_chans) for source, in_chans in cases]
+    for ours, theirs in zip(fast, pillow):
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    # A file simplejpeg cannot decode goes to Pillow with the random state as it was: the same crop.
+    with monkeypatch.context() as patch:
+        patch.setattr(image_pipeline, "decode_jpeg", lambda *args: None)
+        assert all(torch.equal(a, b) for a, b in zip(_crops(photo, 3), pillow[0]))
+
+
+def test_jpegs_simplejpeg_leaves_to_pillow_decode_and_bad_ones_are_named(photo, tmp_path, monkeypatch):
+    pytest.importorskip("simplejpeg")
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.fromarray(_gradient(300, 200)).convert("CMYK").save(cmyk, quality=90)
+    png = tmp_path / "gradient.png"
+    Image.fromarray(_gradient(300, 200)).save(png)
+    # Pillow's own CMYK conversion, its luma of a colour JPEG, other formats: not simplejpeg's.
+    assert jpeg_file(cmyk, 3) is None and jpeg_file(photo, 1) is None and jpeg_file(png, 3) is None
+    assert TrainCrop((64, 64))(cmyk, 3, random.Random(0)).shape == (3, 64, 64)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(photo.read_bytes()[:20000])
+    assert jpeg_file(truncated, 3) is not None  # its header reads; its pixels do not
+    with pytest.raises(ImageDataError, match=r"truncated\.jpg: corrupt or truncated"):
+        TrainCrop((64, 64))(truncated, 3, random.Random(0))
+    monkeypatch.setenv("RESNETKIT_MAX_IMAGE_PIXELS", "1000000")
+    with pytest.raises(ImageDataError, match=r"holiday\.jpg: 1600x1200 = 1,920,000 pixels, above the limit"):
+        EvalCrop((64, 64))(photo.read_bytes(), 3, name="holiday.jpg")
 
 
 @pytest.fixture(scope="module")

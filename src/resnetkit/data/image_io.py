@@ -96,7 +96,7 @@ def open_image(source: str | Path | bytes | BinaryIO, name: str | None = None) -
             with Image.open(source) as img:
                 width, height = img.size
                 if width * height > limit:
-                    raise ImageDataError(_too_large(name, width, height, limit))
+                    raise ImageDataError(too_large_message(name, width, height, limit))
                 yield img
     except ImageDataError:
         raise
@@ -108,7 +108,7 @@ def open_image(source: str | Path | bytes | BinaryIO, name: str | None = None) -
         raise ImageDataError(f"{name}: corrupt or truncated image ({type(err).__name__}: {err})") from None
 
 
-def _too_large(name: str, width: int, height: int, limit: int) -> str:
+def too_large_message(name: str, width: int, height: int, limit: int) -> str:
     return (f"{name}: {width}x{height} = {width * height:,} pixels, above the limit of {limit:,} pixels "
             "(a guard against decompression bombs); downscale the file or set RESNETKIT_MAX_IMAGE_PIXELS")
 

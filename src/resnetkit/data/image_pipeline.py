@@ -12,9 +12,15 @@ pipelines):
   into the reduced image. A 4000x3000 photo cropped for a 224 input decodes a sixteenth or a
   sixty-fourth of its pixels. (A 500x375 photo at 224 is never reduced: no box can be 448
   pixels high.)
-- Only the crop's pixels are copied out of Pillow, and they are resized with torch's uint8
-  antialiased bilinear kernel (the one torchvision's tensor transforms use), which on AVX2
-  takes about half the time of Pillow's resize.
+- JPEGs are decoded by simplejpeg (libjpeg-turbo, as Pillow's decoder, and the same pixels,
+  reduced or not) straight into a numpy array when it is installed (the ``photos`` extra):
+  without Pillow's image object, its copy out to numpy and its crop copy, a 500x375 photo's
+  crop takes about a quarter less time. CMYK JPEGs, gray crops of colour JPEGs, other formats
+  and any file simplejpeg refuses go through Pillow (which also words the error of a file
+  that is corrupt).
+- Only the crop's pixels are resized, with torch's uint8 antialiased bilinear kernel (the one
+  torchvision's tensor transforms use), which on AVX2 takes about half the time of Pillow's
+  resize.
 - The result stays uint8 (C, H, W): four times fewer bytes to collate, pin and copy than float,
   and the normalization runs on the training device (:class:`~.augment.Normalize`).
 
@@ -40,7 +46,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .image_io import open_image, to_array
+from .image_io import ImageDataError, too_large_message, max_image_pixels, open_image, to_array
+
+try:  # the `photos` extra: libjpeg-turbo straight into numpy
+    import simplejpeg
+except ImportError:  # pragma: no cover - Pillow decodes every file then
+    simplejpeg = None
 
 # torchvision's RandomResizedCrop defaults (Szegedy et al. 2015, the Inception crop).
 SCALE = (0.08, 1.0)
@@ -118,6 +129,92 @@ def decode_reduced(img: Any, in_chans: int, reduction: int) -> tuple[Any, int]:
     return img, applied
 
 
+@dataclass(frozen=True)
+class JpegFile:
+    """A JPEG's bytes and size, for simplejpeg; see :func:`jpeg_file`."""
+
+    data: bytes
+    width: int
+    height: int
+    colorspace: str
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+
+def jpeg_file(source: Source, in_chans: int, name: str | None = None) -> JpegFile | None:
+    """``source`` as a :class:`JpegFile` when simplejpeg can decode it to exactly Pillow's pixels, else None.
+
+    None sends the file through Pillow: simplejpeg not installed, a file object, not a JPEG, a
+    header it cannot read (Pillow words the error), CMYK or YCCK (Pillow's own conversion), a
+    gray crop of a colour JPEG (Pillow's luma from RGB). An image above the pixel limit is
+    refused here as it is by :func:`~.image_io.open_image`.
+    """
+    if simplejpeg is None or not isinstance(source, (str, Path, bytes, bytearray, memoryview)):
+        return None
+    try:
+        data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
+    except OSError:
+        return None
+    if data[:2] != b"\xff\xd8":
+        return None
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    if colorspace not in ("YCbCr", "RGB", "Gray") or (in_chans == 1 and colorspace != "Gray"):
+        return None
+    limit = max_image_pixels()
+    if width * height > limit:
+        label = name or (str(source) if isinstance(source, (str, Path)) else "upload")
+        raise ImageDataError(too_large_message(label, width, height, limit))
+    return JpegFile(data, width, height, colorspace)
+
+
+def decode_jpeg(jpeg: JpegFile, in_chans: int, reduction: int) -> tuple[torch.Tensor, int] | None:
+    """uint8 (H, W, C) of ``jpeg`` decoded at 1/``reduction`` of each side, and the reduction applied; None if simplejpeg refuses it.
+
+    The sizes round up as Pillow's draft does (a reduced pixel i covers original pixels
+    [i*r, (i+1)*r)), and the pixels are Pillow's (tests/data/test_image_pipeline.py).
+    """
+    try:
+        array = simplejpeg.decode_jpeg(
+            jpeg.data, "GRAY" if in_chans == 1 else "RGB", min_factor=reduction,
+            min_height=-(-jpeg.height // reduction), min_width=-(-jpeg.width // reduction),
+        )
+    except ValueError:  # truncated or corrupt: Pillow's path raises the worded error
+        return None
+    applied = max(1, int(round(jpeg.width / array.shape[1])))
+    return torch.from_numpy(array), applied
+
+
+def resized_pixels(hwc: torch.Tensor, left: int, top: int, width: int, height: int, size: Sequence[int]) -> torch.Tensor:
+    """A region of a uint8 (H, W, C) tensor resized to ``size`` (h, w): uint8 (C, h, w), antialiased bilinear.
+
+    torch's uint8 kernel (torchvision's ``resized_crop`` on uint8 tensors) reads the region
+    in place; only the output is written.
+    """
+    region = hwc[top : top + height, left : left + width].permute(2, 0, 1)
+    if (height, width) == tuple(size):
+        return region.contiguous()
+    return F.interpolate(region[None], size=tuple(size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def reduced_box(box: Box, applied: int, decoded_size: Sequence[int]) -> tuple[int, int, int, int]:
+    """``box`` in pixels of the image decoded at 1/``applied``: (left, top, width, height).
+
+    Rounded to the nearest edge: at most half a reduced pixel off, on a box at least the
+    output size wide.
+    """
+    if applied == 1:
+        return box.left, box.top, box.width, box.height
+    left, top = round(box.left / applied), round(box.top / applied)
+    right = min(max(left + 1, round((box.left + box.width) / applied)), decoded_size[0])
+    bottom = min(max(top + 1, round((box.top + box.height) / applied)), decoded_size[1])
+    return left, top, right - left, bottom - top
+
+
 def resized_region(img: Any, left: int, top: int, width: int, height: int, size: Sequence[int]) -> torch.Tensor:
     """A region of a decoded RGB or L Pillow image resized to ``size`` (h, w): uint8 (C, h, w), antialiased bilinear.
 
@@ -172,19 +269,25 @@ class TrainCrop:
 
     def __call__(self, source: Source, in_chans: int = 3, rng: Any = None, name: str | None = None) -> torch.Tensor:
         rng = rng if rng is not None else random
-        with open_image(source, name) as img:
-            box = self.box(*img.size, rng)
+        jpeg = jpeg_file(source, in_chans, name)
+        out = None
+        if jpeg is not None:
+            # The box is drawn before decoding, as on Pillow's path: the same draws, the same crop.
+            state = rng.getstate() if hasattr(rng, "getstate") else None
+            box = self.box(jpeg.width, jpeg.height, rng)
             reduction = reduction_for(box.width, box.height, self.size) if self.draft else 1
-            decoded, applied = decode_reduced(img, in_chans, reduction)
-        if applied == 1:
-            out = resized_region(decoded, box.left, box.top, box.width, box.height, self.size)
-        else:
-            # The box in reduced pixels, rounded to the nearest edge: at most half a reduced pixel
-            # off, on a box at least `size` reduced pixels wide.
-            left, top = round(box.left / applied), round(box.top / applied)
-            right = min(max(left + 1, round((box.left + box.width) / applied)), decoded.size[0])
-            bottom = min(max(top + 1, round((box.top + box.height) / applied)), decoded.size[1])
-            out = resized_region(decoded, left, top, right - left, bottom - top, self.size)
+            decoded = decode_jpeg(jpeg, in_chans, reduction)
+            if decoded is not None:
+                hwc, applied = decoded
+                out = resized_pixels(hwc, *reduced_box(box, applied, (hwc.shape[1], hwc.shape[0])), self.size)
+            elif state is not None:
+                rng.setstate(state)  # Pillow's path draws the box again (and words the error)
+        if out is None:
+            with open_image(source, name) as img:
+                box = self.box(*img.size, rng)
+                reduction = reduction_for(box.width, box.height, self.size) if self.draft else 1
+                decoded, applied = decode_reduced(img, in_chans, reduction)
+            out = resized_region(decoded, *reduced_box(box, applied, decoded.size), self.size)
         if self.hflip and rng.random() < 0.5:
             out = out.flip(-1)
         return out
@@ -218,10 +321,20 @@ class EvalCrop:
     def __call__(self, source: Source, in_chans: int = 3, rng: Any = None, name: str | None = None) -> torch.Tensor:
         from torchvision.transforms.v2 import functional as TF
 
-        with open_image(source, name) as img:
-            new_h, new_w = self.resized_size(*img.size)
-            reduction = reduction_for(img.size[0], img.size[1], (new_h, new_w)) if self.draft else 1
-            decoded, _ = decode_reduced(img, in_chans, reduction)
-        # torchvision's Resize leaves an image of the target size as it is; so does resized_region.
-        resized = resized_region(decoded, 0, 0, *decoded.size, (new_h, new_w))
+        jpeg = jpeg_file(source, in_chans, name)
+        resized = None
+        if jpeg is not None:
+            new_h, new_w = self.resized_size(jpeg.width, jpeg.height)
+            reduction = reduction_for(jpeg.width, jpeg.height, (new_h, new_w)) if self.draft else 1
+            decoded = decode_jpeg(jpeg, in_chans, reduction)
+            if decoded is not None:
+                hwc, _ = decoded
+                resized = resized_pixels(hwc, 0, 0, hwc.shape[1], hwc.shape[0], (new_h, new_w))
+        if resized is None:
+            with open_image(source, name) as img:
+                new_h, new_w = self.resized_size(*img.size)
+                reduction = reduction_for(img.size[0], img.size[1], (new_h, new_w)) if self.draft else 1
+                decoded, _ = decode_reduced(img, in_chans, reduction)
+            # torchvision's Resize leaves an image of the target size as it is; so does resized_region.
+            resized = resized_region(decoded, 0, 0, *decoded.size, (new_h, new_w))
         return TF.center_crop(resized, list(self.size)).contiguous()
