@@ -14,7 +14,7 @@ recipe's time budget off, so that other jobs on the machine change the time, not
 Usage:
     python benchmarks/fsdd.py --data ../shared/data/fsdd/recordings --out runs/bench-fsdd \
         [--models res15_narrow,resnet20,plain20] [--splits official,loso] [--recipe audio_default] \
-        [--epochs 10] [--seeds 0,1,2]
+        [--epochs 10] [--seeds 0,1,2] [--overrides '{"audio": {"normalize": "utterance"}}']
 Writes <out>/fsdd_benchmark.json and prints a Markdown table.
 """
 
@@ -68,6 +68,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, help="train exactly this many epochs (a recipe's time budget is turned off)")
     p.add_argument("--seeds", help="comma-separated training seeds (default: the recipe's seed, one run per split)")
     p.add_argument("--recipe", help="train every model with this recipe (e.g. audio_default) instead of its own")
+    p.add_argument("--overrides", type=json.loads, default={},
+                   help='settings over the recipe\'s, as JSON (mappings merge key by key): \'{"audio": {"normalize": "utterance"}}\'')
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -75,7 +77,9 @@ def main() -> None:
     for s in args.splits.split(","):
         splits += [f"speakers:{name}" for name in SPEAKERS] if s == "loso" else [s]
     seeds: list[int | None] = [int(x) for x in args.seeds.split(",")] if args.seeds else [None]
-    extra = {"epochs": args.epochs, "time_budget_min": None} if args.epochs else {}
+    if not isinstance(args.overrides, dict):
+        p.error(f"--overrides must be a JSON object, got {args.overrides!r}")
+    extra = {**args.overrides, **({"epochs": args.epochs, "time_budget_min": None} if args.epochs else {})}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "fsdd_benchmark.json"

@@ -31,3 +31,25 @@ def test_loso_table_over_seeds():
     # A seed with a fold missing gives no LOSO mean of its own.
     partial = [r for r in results if not (r["seed"] == 1 and r["split"] == "speakers:lucas")]
     assert fsdd.summary_table(partial, ["resnet20"], [0, 1]).splitlines()[2].split(" | ")[10] == "-"
+
+
+def test_overrides_reach_every_run_merged_into_the_recipe(tmp_path, monkeypatch):
+    fsdd = _fsdd()
+    configs = []
+
+    def fake_train(config):  # the config each fold would train, without training it
+        configs.append(config)
+        raise SystemExit
+
+    monkeypatch.setattr(fsdd, "train", fake_train)
+    monkeypatch.setattr("sys.argv", ["fsdd.py", "--data", str(tmp_path), "--out", str(tmp_path / "out"),
+                                     "--models", "resnet20", "--splits", "official", "--recipe", "audio_default",
+                                     "--epochs", "3", "--overrides", '{"audio": {"normalize": "utterance"}}'])
+    try:
+        fsdd.main()
+    except SystemExit:
+        pass
+    (config,) = configs
+    # The one setting changed; the recipe's other audio settings kept; the time budget off.
+    assert config.audio["normalize"] == "utterance" and config.audio["n_mels"] == 40
+    assert config.epochs == 3 and config.time_budget_min is None
