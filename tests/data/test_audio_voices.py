@@ -261,6 +261,13 @@ def test_audio_mixup_targets_are_convex_mixes_of_two_labels():
         assert bool(((y > 0) & (y < 1)).any())  # mixed, not one-hot
 
 
+def test_a_noise_folder_with_no_snr_to_add_it_at_is_refused():
+    with pytest.raises(ValueError, match=r"noise_dir 'my_noise' is given but no noise_snr_db .*'none' preset.*--noise-snr-db"):
+        audio_augment_from("none", {"noise_dir": "my_noise"})
+    assert audio_augment_from("none", {"noise_dir": "my_noise", "noise_snr_db": [10, 40]}).noise_dir == "my_noise"
+    assert audio_augment_from("speech", {"noise_dir": "my_noise"}).noise_snr_db == (10.0, 40.0)
+
+
 def test_a_noise_folder_without_audio_is_named(tmp_path):
     empty = tmp_path / "my_noise"
     empty.mkdir()

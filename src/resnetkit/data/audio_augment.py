@@ -163,6 +163,12 @@ def audio_augment_from(preset: str, overrides: Optional[dict[str, Any]] = None,
     config = AUDIO_AUGMENT_PRESETS[key]
     if overrides:
         config = AudioAugmentConfig.from_dict({**config.to_dict(), **overrides})
+        if overrides.get("noise_dir") and config.noise_snr_db is None:
+            # Noise is added only at an SNR; without one the folder would be silently ignored.
+            raise ValueError(
+                f"noise_dir {overrides['noise_dir']!r} is given but no noise_snr_db (the {key!r} preset sets none): "
+                "give --noise-snr-db LOW,HIGH (e.g. 10,40), or a preset that adds noise (speech, speech-strong)"
+            )
     if config.noise_snr_db is not None and config.noise_dir is None and noise_dir:
         config = dataclasses.replace(config, noise_dir=noise_dir)
     return config
