@@ -5,15 +5,21 @@ augmentation and features are computed for every batch, because every augmentati
 SpecAugment's masks changes the features; the model's forward and backward pass is the rest.
 Each part is timed on its own over the same clips, after one warm-up batch.
 
+``--batch-sizes 32,64,128`` adds a second table: the model's training step alone (forward,
+backward, SGD) on feature batches of the recipe's shape, per batch size and memory layout
+(channels-last, which the engine uses by default, and contiguous NCHW), in turns, the median
+of ``--repeats`` passes over the same clips.
+
 Usage:
     python benchmarks/audio_epoch_time.py --data ../shared/data/fsdd/recordings [--clips 512] \
-        [--augment speech,speech-strong] [--recipe audio_default]
-Prints a Markdown table.
+        [--augment speech,speech-strong] [--recipe audio_default] [--batch-sizes 32,64,128 --repeats 3]
+Prints Markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -49,6 +55,8 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=512)
     p.add_argument("--recipe", default="audio_default")
     p.add_argument("--augment", default="speech,speech-strong")
+    p.add_argument("--batch-sizes", help="also time the model step alone at these batch sizes, both layouts")
+    p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     recipe = load_recipe(args.recipe)
     features = FeatureConfig.from_dict({**recipe["audio"], "normalize": "cmvn"})
@@ -81,6 +89,40 @@ def main() -> None:
         print(f"| augmentation + features, {preset} | {1000 * _epoch_seconds(source(preset)) / n:.2f} |")
     model_s = _epoch_seconds(source("none"), step) - _epoch_seconds(source("none"))
     print(f"| model forward + backward + SGD step | {1000 * model_s / n:.2f} |")
+    if args.batch_sizes:
+        features_of_clips = torch.cat([x for x, _ in source("none").epoch(0)])
+        layouts = {"channels-last": torch.channels_last, "NCHW": torch.contiguous_format}
+        print(f"\nModel step alone on {tuple(features_of_clips.shape[1:])} features, {len(features_of_clips)} clips, "
+              f"median of {args.repeats}; seconds per 1,000 clips:")
+        print("| batch | " + " | ".join(layouts) + " |\n|---:|" + "---:|" * len(layouts))
+        for batch in (int(b) for b in args.batch_sizes.split(",")):
+            times: dict[str, list[float]] = {name: [] for name in layouts}
+            for _ in range(args.repeats):
+                for name, layout in layouts.items():  # in turns, so that drift hits both
+                    times[name].append(_model_seconds(recipe, features_of_clips, batch, layout))
+            cells = [f"{1000 * statistics.median(t) / len(features_of_clips):.2f}" for t in times.values()]
+            print(f"| {batch} | " + " | ".join(cells) + " |")
+
+
+def _model_seconds(recipe: dict, clips: torch.Tensor, batch: int, layout: torch.memory_format) -> float:
+    """Seconds for one pass of training steps over ``clips`` at ``batch``, after one warm-up step."""
+    model = create_model(recipe.get("model", "resnet20"), num_classes=10, in_chans=1).to(memory_format=layout)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    model.train()
+    labels = torch.arange(len(clips)) % 10
+    chunks = [(clips[i : i + batch].contiguous(memory_format=layout), labels[i : i + batch])
+              for i in range(0, len(clips) - batch + 1, batch)]
+
+    def step(x, y):
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    step(*chunks[0])
+    start = time.perf_counter()
+    for x, y in chunks:
+        step(x, y)
+    return (time.perf_counter() - start) * len(clips) / (len(chunks) * batch)
 
 
 if __name__ == "__main__":
