@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -46,7 +47,13 @@ def run_one(model: str, split: str, data: str, out: Path, extra: dict, recipe: s
             seed: int | None = None) -> dict:
     recipe = recipe or RECIPES.get(model, "fsdd_resnet20")
     name = split.replace(":", "-") + ("" if seed is None else f"-seed{seed}")
-    overrides = {"model": model, "data": data, "fsdd_split": split, "out": str(out / model / name), "quiet": True,
+    run_dir = out / model / name
+    if run_dir.exists():
+        # Not in the results file, so a run of this script stopped in the middle of it: start it over
+        # (the engine refuses to write over an unfinished run).
+        logging.info("%s: an unfinished run of an earlier invocation; training it again", run_dir)
+        shutil.rmtree(run_dir)
+    overrides = {"model": model, "data": data, "fsdd_split": split, "out": str(run_dir), "quiet": True,
                  "in_chans": 1, **extra}
     if seed is not None:
         overrides["seed"] = seed

@@ -50,6 +50,26 @@ def test_overrides_reach_every_run_merged_into_the_recipe(tmp_path, monkeypatch)
     except SystemExit:
         pass
     (config,) = configs
+    assert config.out == str(tmp_path / "out" / "resnet20" / "official")
     # The one setting changed; the recipe's other audio settings kept; the time budget off.
     assert config.audio["normalize"] == "utterance" and config.audio["n_mels"] == 40
     assert config.epochs == 3 and config.time_budget_min is None
+
+
+def test_an_unfinished_run_of_an_earlier_invocation_is_trained_again(tmp_path, monkeypatch):
+    fsdd = _fsdd()
+    stale = tmp_path / "out" / "resnet20" / "official-seed1"
+    stale.mkdir(parents=True)
+    (stale / "last.pt").write_bytes(b"half a run")
+    seen = []
+
+    def fake_train(config):
+        seen.append(Path(config.out).exists())
+        raise SystemExit
+
+    monkeypatch.setattr(fsdd, "train", fake_train)
+    try:
+        fsdd.run_one("resnet20", "official", str(tmp_path), tmp_path / "out", {}, "audio_default", seed=1)
+    except SystemExit:
+        pass
+    assert seen == [False]  # the stale directory is gone before the engine sees it
