@@ -26,6 +26,9 @@ def test_an_audio_folder_without_a_recipe_gets_the_audio_default(fsdd_subset, tm
     assert config["audio"]["kind"] == "logmel" and config["audio"]["hop_length"] == 160
     assert config["time_budget_min"] == pytest.approx(2.7) and config["epochs"] == 1  # the flag still wins
     assert (out / "spectrograms.png").is_file()
-    # The speaker normalization is the run's: loading it for predict, serve or explain applies it.
-    assert config["audio"]["normalize"] == "cmvn"
-    assert load_run(out).input_spec.features.normalize == "cmvn"
+    # The front end's normalization is the run's: loading it for predict, serve or explain applies it.
+    assert config["audio"]["normalize"] == "utterance"
+    assert load_run(out).input_spec.features.normalize == "utterance"
+    cmvn = tmp_path / "cmvn"
+    assert main(["train", "--data", str(data), "--epochs", "1", "--quiet", "--out", str(cmvn), "--normalize", "cmvn"]) == 0
+    assert load_run(cmvn).input_spec.features.normalize == "cmvn"

@@ -137,8 +137,8 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--features", choices=FEATURE_KINDS, help="log-mel spectrogram or MFCCs")
     a.add_argument("--n-mels", type=int, help="mel bands")
     a.add_argument("--normalize", choices=NORMALIZE_MODES,
-                   help="front end's normalization: cmvn (each band per clip; the speech recipes'), utterance "
-                   "(one mean/std per clip), dataset (training statistics), none")
+                   help="front end's normalization: utterance (one mean/std per clip; the recipes' default), cmvn "
+                   "(each mel band per clip), dataset (training statistics), none")
     a.add_argument("--compression", choices=COMPRESSIONS,
                    help="db (log-mel in decibels, default) or pcen (per-channel energy normalization)")
     a.add_argument("--vtlp", type=_range, metavar="LOW,HIGH",
