@@ -68,13 +68,7 @@ def main() -> None:
     labels = torch.arange(len(data)) % 10
     spec = AudioInputSpec(features)
     model = create_model(recipe.get("model", "resnet20"), num_classes=10, in_chans=1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    model.train()
-
-    def step(x, y):
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
+    step = _sgd_step(model)
 
     def source(preset):
         augment = audio_augment_from(preset) if preset != "none" else None
@@ -104,20 +98,25 @@ def main() -> None:
             print(f"| {batch} | " + " | ".join(cells) + " |")
 
 
-def _model_seconds(recipe: dict, clips: torch.Tensor, batch: int, layout: torch.memory_format) -> float:
-    """Seconds for one pass of training steps over ``clips`` at ``batch``, after one warm-up step."""
-    model = create_model(recipe.get("model", "resnet20"), num_classes=10, in_chans=1).to(memory_format=layout)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+def _sgd_step(model: torch.nn.Module):
+    """One training step of ``model`` (forward, cross-entropy, backward, SGD with momentum) as a function of a batch."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
-    labels = torch.arange(len(clips)) % 10
-    chunks = [(clips[i : i + batch].contiguous(memory_format=layout), labels[i : i + batch])
-              for i in range(0, len(clips) - batch + 1, batch)]
 
     def step(x, y):
         opt.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
 
+    return step
+
+
+def _model_seconds(recipe: dict, clips: torch.Tensor, batch: int, layout: torch.memory_format) -> float:
+    """Seconds for one pass of training steps over ``clips`` at ``batch``, after one warm-up step."""
+    step = _sgd_step(create_model(recipe.get("model", "resnet20"), num_classes=10, in_chans=1).to(memory_format=layout))
+    labels = torch.arange(len(clips)) % 10
+    chunks = [(clips[i : i + batch].contiguous(memory_format=layout), labels[i : i + batch])
+              for i in range(0, len(clips) - batch + 1, batch)]
     step(*chunks[0])
     start = time.perf_counter()
     for x, y in chunks:

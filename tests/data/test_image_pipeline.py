@@ -163,7 +163,7 @@ def test_simplejpeg_decodes_the_same_pixels_as_pillow(photo, tmp_path, monkeypat
         pillow = [_crops(source, in_chans) for source, in_chans in cases]
     for ours, theirs in zip(fast, pillow):
         assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
-    # A file simplejpeg cannot decode goes to Pillow with the random state as it was: the same crop.
+    # A file simplejpeg reads the header of but cannot decode goes to Pillow with the same plan: the same crop.
     with monkeypatch.context() as patch:
         patch.setattr(image_pipeline, "decode_jpeg", lambda *args: None)
         assert all(torch.equal(a, b) for a, b in zip(_crops(photo, 3), pillow[0]))

@@ -40,13 +40,13 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO, Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .image_io import ImageDataError, too_large_message, max_image_pixels, open_image, to_array
+from .image_io import ImageDataError, max_image_pixels, open_image, to_array, too_large_message
 
 try:  # the `photos` extra: libjpeg-turbo straight into numpy
     import simplejpeg
@@ -136,29 +136,30 @@ class JpegFile:
     data: bytes
     width: int
     height: int
-    colorspace: str
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.width, self.height
 
 
 def jpeg_file(source: Source, in_chans: int, name: str | None = None) -> JpegFile | None:
     """``source`` as a :class:`JpegFile` when simplejpeg can decode it to exactly Pillow's pixels, else None.
 
-    None sends the file through Pillow: simplejpeg not installed, a file object, not a JPEG, a
-    header it cannot read (Pillow words the error), CMYK or YCCK (Pillow's own conversion), a
-    gray crop of a colour JPEG (Pillow's luma from RGB). An image above the pixel limit is
-    refused here as it is by :func:`~.image_io.open_image`.
+    None sends the file through Pillow: simplejpeg not installed, a file object, not a JPEG
+    (only its first two bytes are read), a header it cannot read (Pillow words the error),
+    CMYK or YCCK (Pillow's own conversion), a gray crop of a colour JPEG (Pillow's luma from
+    RGB). An image above the pixel limit is refused here as it is by :func:`~.image_io.open_image`.
     """
     if simplejpeg is None or not isinstance(source, (str, Path, bytes, bytearray, memoryview)):
         return None
-    try:
-        data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
-    except OSError:
-        return None
-    if data[:2] != b"\xff\xd8":
-        return None
+    if isinstance(source, (str, Path)):
+        try:
+            with open(source, "rb") as f:
+                if f.read(2) != b"\xff\xd8":
+                    return None
+                data = b"\xff\xd8" + f.read()
+        except OSError:
+            return None
+    else:
+        data = bytes(source)
+        if data[:2] != b"\xff\xd8":
+            return None
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError:
@@ -169,7 +170,7 @@ def jpeg_file(source: Source, in_chans: int, name: str | None = None) -> JpegFil
     if width * height > limit:
         label = name or (str(source) if isinstance(source, (str, Path)) else "upload")
         raise ImageDataError(too_large_message(label, width, height, limit))
-    return JpegFile(data, width, height, colorspace)
+    return JpegFile(data, width, height)
 
 
 def decode_jpeg(jpeg: JpegFile, in_chans: int, reduction: int) -> tuple[torch.Tensor, int] | None:
@@ -213,6 +214,52 @@ def reduced_box(box: Box, applied: int, decoded_size: Sequence[int]) -> tuple[in
     right = min(max(left + 1, round((box.left + box.width) / applied)), decoded_size[0])
     bottom = min(max(top + 1, round((box.top + box.height) / applied)), decoded_size[1])
     return left, top, right - left, bottom - top
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """An image decoded at 1/``applied`` of each side: a uint8 (H, W, C) tensor (simplejpeg) or a Pillow image."""
+
+    pixels: Any
+    applied: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the decoded pixels."""
+        if isinstance(self.pixels, torch.Tensor):
+            return self.pixels.shape[1], self.pixels.shape[0]
+        return self.pixels.size
+
+    def resized(self, left: int, top: int, width: int, height: int, size: Sequence[int]) -> torch.Tensor:
+        """A region resized to ``size`` (h, w): uint8 (C, h, w); see :func:`resized_pixels`, :func:`resized_region`."""
+        if isinstance(self.pixels, torch.Tensor):
+            return resized_pixels(self.pixels, left, top, width, height, size)
+        return resized_region(self.pixels, left, top, width, height, size)
+
+
+Plan = TypeVar("Plan")
+
+
+def decode_planned(source: Source, in_chans: int, name: str | None,
+                   plan: Callable[[int, int], tuple[int, Plan]]) -> tuple[Decoded, Plan]:
+    """``source`` decoded at the reduction ``plan(width, height)`` asks for, and what else the plan returned.
+
+    The plan (a crop box, a resize) is made once from the image's size, before decoding:
+    simplejpeg's header when it can decode the file, else Pillow's. A JPEG that simplejpeg
+    reads the header of but cannot decode goes to Pillow with the same plan (and Pillow words
+    the error if the file is corrupt), so the crop does not depend on which decoder ran.
+    """
+    jpeg = jpeg_file(source, in_chans, name)
+    if jpeg is not None:
+        reduction, planned = plan(jpeg.width, jpeg.height)
+        decoded = decode_jpeg(jpeg, in_chans, reduction)
+        if decoded is not None:
+            return Decoded(*decoded), planned
+    with open_image(source, name) as img:
+        if jpeg is None:
+            reduction, planned = plan(*img.size)
+        image, applied = decode_reduced(img, in_chans, reduction)
+    return Decoded(image, applied), planned
 
 
 def resized_region(img: Any, left: int, top: int, width: int, height: int, size: Sequence[int]) -> torch.Tensor:
@@ -269,25 +316,13 @@ class TrainCrop:
 
     def __call__(self, source: Source, in_chans: int = 3, rng: Any = None, name: str | None = None) -> torch.Tensor:
         rng = rng if rng is not None else random
-        jpeg = jpeg_file(source, in_chans, name)
-        out = None
-        if jpeg is not None:
-            # The box is drawn before decoding, as on Pillow's path: the same draws, the same crop.
-            state = rng.getstate() if hasattr(rng, "getstate") else None
-            box = self.box(jpeg.width, jpeg.height, rng)
-            reduction = reduction_for(box.width, box.height, self.size) if self.draft else 1
-            decoded = decode_jpeg(jpeg, in_chans, reduction)
-            if decoded is not None:
-                hwc, applied = decoded
-                out = resized_pixels(hwc, *reduced_box(box, applied, (hwc.shape[1], hwc.shape[0])), self.size)
-            elif state is not None:
-                rng.setstate(state)  # Pillow's path draws the box again (and words the error)
-        if out is None:
-            with open_image(source, name) as img:
-                box = self.box(*img.size, rng)
-                reduction = reduction_for(box.width, box.height, self.size) if self.draft else 1
-                decoded, applied = decode_reduced(img, in_chans, reduction)
-            out = resized_region(decoded, *reduced_box(box, applied, decoded.size), self.size)
+
+        def plan(width: int, height: int) -> tuple[int, Box]:
+            box = self.box(width, height, rng)  # drawn before decoding: it decides the reduction
+            return (reduction_for(box.width, box.height, self.size) if self.draft else 1), box
+
+        decoded, box = decode_planned(source, in_chans, name, plan)
+        out = decoded.resized(*reduced_box(box, decoded.applied, decoded.size), self.size)
         if self.hflip and rng.random() < 0.5:
             out = out.flip(-1)
         return out
@@ -321,20 +356,11 @@ class EvalCrop:
     def __call__(self, source: Source, in_chans: int = 3, rng: Any = None, name: str | None = None) -> torch.Tensor:
         from torchvision.transforms.v2 import functional as TF
 
-        jpeg = jpeg_file(source, in_chans, name)
-        resized = None
-        if jpeg is not None:
-            new_h, new_w = self.resized_size(jpeg.width, jpeg.height)
-            reduction = reduction_for(jpeg.width, jpeg.height, (new_h, new_w)) if self.draft else 1
-            decoded = decode_jpeg(jpeg, in_chans, reduction)
-            if decoded is not None:
-                hwc, _ = decoded
-                resized = resized_pixels(hwc, 0, 0, hwc.shape[1], hwc.shape[0], (new_h, new_w))
-        if resized is None:
-            with open_image(source, name) as img:
-                new_h, new_w = self.resized_size(*img.size)
-                reduction = reduction_for(img.size[0], img.size[1], (new_h, new_w)) if self.draft else 1
-                decoded, _ = decode_reduced(img, in_chans, reduction)
-            # torchvision's Resize leaves an image of the target size as it is; so does resized_region.
-            resized = resized_region(decoded, 0, 0, *decoded.size, (new_h, new_w))
+        def plan(width: int, height: int) -> tuple[int, tuple[int, int]]:
+            resize = self.resized_size(width, height)
+            return (reduction_for(width, height, resize) if self.draft else 1), resize
+
+        decoded, resize = decode_planned(source, in_chans, name, plan)
+        # torchvision's Resize leaves an image of the target size as it is; so does Decoded.resized.
+        resized = decoded.resized(0, 0, *decoded.size, resize)
         return TF.center_crop(resized, list(self.size)).contiguous()
