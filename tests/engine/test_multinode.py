@@ -152,10 +152,13 @@ def test_killed_node_resumes_from_the_checkpoint_only_node_0_holds(two_hosts, on
     # 6 steps per rank per epoch: rank 1 dies at step 9, mid-epoch 2, after node 0 wrote epoch 1's last.pt.
     results = _launch_nodes(two_hosts, "resumed", env_extra={"FAULT": "kill", "FAULT_AT": "9"}, max_restarts=1)
     _finished(two_hosts, results)
-    # Node 1's worker ran twice (its torchrun counts the restart); node 0's was restarted with it
-    # (a membership change, which torchrun does not count).
+    # Node 1's worker ran twice (its torchrun counts the restart); node 0's was restarted with it.
+    # Node 0's torchrun counts that restart or not depending on which it sees first: the new
+    # rendezvous round (a membership change, not counted) or its own worker failing on the broken
+    # connection (a failure, counted). Both are right; the run must end the same either way.
     assert _attempts(node1, "resumed") == ["1 0", "1 1"], results[1].stderr[-3000:]
-    assert _attempts(node0, "resumed") == ["0 0", "0 0"], results[0].stderr[-3000:]
+    node0_attempts = _attempts(node0, "resumed")
+    assert node0_attempts in (["0 0", "0 0"], ["0 0", "0 1"]), results[0].stderr[-3000:]
     assert "resumed" not in _files(node1), _files(node1)
     # Node 1 had no checkpoint: rank 0 sent its own.
     assert "rank 1: resuming from rank 0's checkpoint" in results[1].stderr, results[1].stderr[-3000:]
