@@ -5,17 +5,47 @@ from __future__ import annotations
 import pytest
 
 from resnetkit.engine import TrainConfig, train
-from resnetkit.engine.trainer import Trainer
+from resnetkit.engine.trainer import Trainer, epochs_within_budget
+
+
+def _fake_epoch_seconds(monkeypatch, durations):
+    """Feed the budget these epoch durations instead of the measured ones, so that the test
+    does not depend on how busy the machine is."""
+    fit_to_budget = Trainer._fit_to_budget
+    monkeypatch.setattr(Trainer, "_fit_to_budget",
+                        lambda self, seconds: fit_to_budget(self, durations[: len(seconds)]))
 
 
 def test_time_budget_cuts_epochs(tmp_path, monkeypatch):
-    # The first epoch's duration is what the budget divides; fixed at 0.3 s here so that the
-    # test does not depend on how busy the machine is: a 1.5 s budget leaves 5 of the 50 epochs.
-    fit_to_budget = Trainer._fit_to_budget
-    monkeypatch.setattr(Trainer, "_fit_to_budget", lambda self, seconds: fit_to_budget(self, 0.3))
+    _fake_epoch_seconds(monkeypatch, [0.3] * 50)  # a 1.5 s budget leaves 5 of the 50 epochs
     summary = train(TrainConfig(data="digits", epochs=50, time_budget_min=0.025, quiet=True, out=str(tmp_path / "b")))
     assert len(summary.history) == 5
     assert summary.history[-1]["lr"] == pytest.approx(0.0, abs=1e-9)  # the cosine still anneals to the end
+
+
+def test_time_budget_is_refitted_when_later_epochs_run_slower(tmp_path, monkeypatch):
+    # A fast first epoch (0.15 s) alone would fit 10 epochs into 1.5 s; at 0.45 s for each of
+    # the others the run must stop after 4 (0.15 + 3 * 0.45 = 1.5 s), and still anneal.
+    _fake_epoch_seconds(monkeypatch, [0.15] + [0.45] * 49)
+    summary = train(TrainConfig(data="digits", epochs=50, time_budget_min=0.025, quiet=True, out=str(tmp_path / "b")))
+    assert len(summary.history) == 4
+    assert summary.history[-1]["lr"] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("seconds, budget, expected", [
+    ([10.0], 100.0, 10),              # the first epoch alone: budget // epoch
+    ([10.0, 30.0], 100.0, 5),         # slower since: 60 s left at the mean of 20 s
+    ([30.0, 10.0], 100.0, 5),         # faster since: the same mean, the same count
+    ([50.0, 60.0], 100.0, 2),         # already over: no epoch more
+    ([0.0], 100.0, 1 + int(100 // 1e-9)),  # an instant epoch does not divide by zero
+])
+def test_epochs_within_budget(seconds, budget, expected):
+    assert epochs_within_budget(seconds, budget) == expected
+
+
+def test_epochs_within_budget_needs_an_epoch():
+    with pytest.raises(ValueError, match="after an epoch"):
+        epochs_within_budget([], 100.0)
 
 
 def _speedrun_config(out, **changes):

@@ -72,7 +72,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int)
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    g.add_argument("--time-budget-min", type=float, help="wall-clock budget: as many epochs as fit after the first")
+    g.add_argument("--time-budget-min", type=float, help="wall-clock budget: as many epochs as fit at the speed measured so far (re-fitted after each epoch)")
     g.add_argument("--stop-after-min", type=float,
                    help="stop this process with a checkpoint after this long (resume continues; e.g. time-limited jobs)")
     g.add_argument("--batch-size", type=int)

@@ -60,6 +60,20 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C (or ``request_stop``) after a checkpoint was written; the message says where."""
 
 
+def epochs_within_budget(epoch_seconds: Sequence[float], budget_seconds: float) -> int:
+    """How many epochs in all fit ``budget_seconds``, given the durations of those done so far.
+
+    The epochs left are what the remaining time holds at the mean duration so far; at least
+    the epochs already done (a budget already spent ends the run after this epoch).
+    """
+    done = len(epoch_seconds)
+    if done == 0:
+        raise ValueError("the budget is fitted after an epoch: no epoch durations given")
+    spent = float(sum(epoch_seconds))
+    mean = max(spent / done, 1e-9)
+    return done + max(0, int((budget_seconds - spent) // mean))
+
+
 class Trainer:
     """Train ``model`` on ``train_data``, validating on ``val_data`` after each epoch.
 
@@ -254,8 +268,8 @@ class Trainer:
                         + (f"Resume with: resnetkit train --resume {self.run_dir}" if self.run_dir else "")
                     )
                 self.history.append(row)
-                if cfg.time_budget_min and self.epoch == 1:
-                    self._fit_to_budget(row["seconds"] + row.get("val_seconds", 0.0))
+                if cfg.time_budget_min:
+                    self._fit_to_budget([r["seconds"] + (r.get("val_seconds") or 0.0) for r in self.history])
                 self._log_epoch(row)
                 self._save_epoch_outputs(row)
                 for cb in self.callbacks:
@@ -436,17 +450,23 @@ class Trainer:
             return bce_loss(logits, y, self.config.label_smoothing, pos_weight=self.class_weights)
         return loss_fn(logits, y, self.config.label_smoothing, weight=self.class_weights)
 
-    def _fit_to_budget(self, epoch_seconds: float) -> None:
-        """Cut the run to the epochs that fit the wall-clock budget, at the first epoch's speed.
+    def _fit_to_budget(self, epoch_seconds: Sequence[float]) -> None:
+        """Cut the run to the epochs that fit the wall-clock budget, re-fitted after every epoch.
 
+        ``epoch_seconds`` are the epochs so far (training and validation). A first epoch alone
+        mispredicts the rest when the machine's speed drifts (epochs of one run varied 31-46 s on
+        a shared CPU), so the count only ever shrinks, at the mean speed of all epochs so far.
         The schedule follows the new length (it reads ``total_steps`` each step), so a budget
-        run still anneals to the end instead of stopping in the middle of its decay.
+        run still anneals to the end instead of stopping in the middle of its decay. Rank 0
+        decides and every rank takes its count: ranks that disagree would wait on each other.
         """
-        fit = max(1, int(self.config.time_budget_min * 60 // max(epoch_seconds, 1e-9)))
-        total = min(self.total_steps, fit * self.steps_per_epoch)
+        fit = distributed.broadcast_object(
+            epochs_within_budget(epoch_seconds, 60 * self.config.time_budget_min) if self.dist.is_main else None)
+        total = min(self.total_steps, max(fit * self.steps_per_epoch, self.global_step))
         if total < self.total_steps:
-            log.info("time budget %.1f min: %d epoch(s) of %.0f s fit; training %d instead of %d",
-                     self.config.time_budget_min, fit, epoch_seconds, fit, self.epochs)
+            mean = sum(epoch_seconds) / len(epoch_seconds)
+            log.info("time budget %.1f min: %d epoch(s) at %.0f s each fit (%d done); training %d instead of %d",
+                     self.config.time_budget_min, fit, mean, len(epoch_seconds), fit, self.epochs)
             self.total_steps, self.epochs = total, math.ceil(total / self.steps_per_epoch)
 
     def _all_finite(self, finite: torch.Tensor) -> torch.Tensor:
