@@ -68,3 +68,30 @@ def test_lookahead_averages_and_copies_back():
     restored = Lookahead(model, every=2, decay=0.9)
     restored.load_state_dict(look.state_dict())
     torch.testing.assert_close(restored.average["weight"], expected)
+
+
+def test_ema_decay_warms_up_so_that_the_first_weights_fade():
+    from torch.optim.swa_utils import AveragedModel
+
+    from resnetkit.engine.optim import ema_with_warmup
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    ema = AveragedModel(model, multi_avg_fn=ema_with_warmup(0.998), use_buffers=True)
+    ema.update_parameters(model)  # the first update copies the weights (0)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update_parameters(model)  # n = 1: decay (1 + 1) / (10 + 1)
+    assert ema.module.weight.item() == pytest.approx(9 / 11)
+    for _ in range(698):
+        ema.update_parameters(model)
+    # A fixed decay of 0.998 would keep 0.998**699 = 25% of the untrained weights after 700 steps.
+    assert 1 - ema.module.weight.item() < 0.1
+
+
+def test_ema_warmup_copies_counters():
+    from resnetkit.engine.optim import ema_with_warmup
+
+    averaged, current = [torch.tensor(3)], [torch.tensor(7)]
+    ema_with_warmup(0.9)(averaged, current, torch.tensor(5))
+    assert averaged[0].item() == 7

@@ -89,7 +89,7 @@ class TrainConfig:
     milestone_unit: str = "epoch"  # epoch or step
     gamma: float = 0.1
     label_smoothing: float = 0.0
-    ema_decay: Optional[float] = None  # e.g. 0.999; validation then uses the averaged weights
+    ema_decay: Optional[float] = None  # e.g. 0.999, warmed up as min(decay, (1+n)/(10+n)); validation uses the average
     # Lookahead-style averaging (Zhang et al. 2019, as airbench): every k steps an average of the
     # weights is updated and copied back into them; its decay per step rises from 0 to
     # lookahead_decay as (step/total)^3, and the run ends on the average. 0 is off (airbench: 5).

@@ -105,6 +105,29 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps, steps_per_epo
     )
 
 
+def ema_with_warmup(decay: float):
+    """The update of an exponential moving average whose decay warms up to ``decay``.
+
+    At the n-th update the decay is ``min(decay, (1 + n) / (10 + n))`` (TensorFlow's
+    ``ExponentialMovingAverage(num_updates=...)``, timm's EMA warm-up). A fixed decay keeps
+    ``decay**steps`` of the first, untrained weights in the average: a quarter of it after 700
+    steps at 0.998, which made a 30-epoch audio run's averaged model score 38.6% where its weights
+    scored 74.6%. For ``torch.optim.swa_utils.AveragedModel(multi_avg_fn=...)``.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)
+        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, weight)
+        else:  # counters (BatchNorm's num_batches_tracked) are not averaged
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+
+    return update
+
+
 class Lookahead:
     """An average of the weights, copied back into them every ``every`` steps (airbench's Lookahead).
 

@@ -41,7 +41,7 @@ from .history import History, write_metrics_csv
 from .imbalance import balanced_sample_weights, class_weights, training_labels
 from .multilabel import (bce_loss, fit_label_temperatures, label_hits,
                          multilabel_metrics, positive_weights, tune_thresholds)
-from .optim import Lookahead, build_optimizer, build_scheduler
+from .optim import Lookahead, build_optimizer, build_scheduler, ema_with_warmup
 from .tracking import create_trackers
 from .run_data import sample_batches
 from .tta import check_tta, with_tta
@@ -193,9 +193,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16_cuda)
         self.ema = None
         if cfg.ema_decay:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+            from torch.optim.swa_utils import AveragedModel
 
-            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            self.ema = AveragedModel(self.model, multi_avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
 
         # Frozen parameters (the whitening filters) never change: the average leaves them out.
         self.lookahead = (Lookahead(self.model, cfg.lookahead_every, cfg.lookahead_decay,
