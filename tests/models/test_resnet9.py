@@ -43,14 +43,41 @@ def test_logits_are_scaled_and_the_head_interface_holds():
     assert [32 // m.shape[-1] for m in maps] == backbone.feature_info.reduction() == [2, 8]
 
 
+def test_airbench_layout_has_no_prep_conv_and_two_convs_per_stage():
+    model = create_model("resnet9_airbench", whiten=2, activation="gelu")
+    assert model.prep is None and len(model.stages()) == 3
+    for i, width in ((1, 64), (2, 256), (3, 256)):
+        pooled, second = getattr(model, f"layer{i}")
+        assert isinstance(pooled.pool, torch.nn.MaxPool2d) and isinstance(second.pool, torch.nn.Identity)
+        assert pooled.conv.out_channels == second.conv.in_channels == second.conv.out_channels == width
+    assert model.layer1[0].conv.in_channels == 24  # the whitening layer's 2 x 3 x 2 x 2 channels feed stage 1
+    backbone = create_model("resnet9_airbench", features_only=True)
+    maps = backbone(torch.randn(2, 3, 32, 32))
+    assert [m.shape[1] for m in maps] == backbone.feature_info.channels() == [64, 256, 256]
+    assert [32 // m.shape[-1] for m in maps] == backbone.feature_info.reduction() == [2, 4, 8]
+
+
+def test_double_conv_keeps_residual_blocks():
+    model = ResNet9(widths=(16, 16, 32, 32), double_conv=True, residual_stages=(2,))
+    assert [len(getattr(model, f"layer{i}")) for i in (1, 2, 3)] == [2, 3, 2]
+    assert isinstance(model.layer2[2], Residual)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"widths": (64, 128, 256)}, "widths must be 4 channel counts"),
+    ({"widths": (-1, 128, 256, 512)}, "widths must be 4 channel counts"),
+    ({"widths": (64, 0, 256, 512)}, "widths must be 4 channel counts"),
     ({"residual_stages": (4,)}, "residual_stages must name stages 1, 2 or 3"),
     ({"logit_scale": 0}, "logit_scale must be > 0"),
 ])
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ResNet9(**kwargs)
+
+
+def test_double_conv_must_be_a_bool():
+    with pytest.raises(TypeError, match="double_conv must be true or false"):
+        ResNet9(double_conv="yes")
 
 
 def test_named_sizes_fix_their_widths():

@@ -54,8 +54,12 @@ class ResNet9(ClassifierModel):
     """Page's ResNet-9.
 
     Args:
-        widths: channels of the prep conv and the three stages (Page: 64, 128, 256, 512).
+        widths: channels of the prep conv and the three stages (Page: 64, 128, 256, 512). A prep
+            width of 0 leaves the prep conv out: the first stage takes the input (airbench's net,
+            whose whitening layer is the stem).
         residual_stages: which stages (1-3) get a residual block (Page: 1 and 3).
+        double_conv: each stage's pooled conv is followed by a second conv -> norm -> activation
+            at the pooled resolution (airbench's ConvGroup, Jordan 2024).
         logit_scale: the fixed factor on the logits (Page: 0.125).
         global_pool: ``max`` (Page) or ``avg``.
         num_classes, in_chans, activation, norm, drop_rate, width_mult: as the other models.
@@ -72,14 +76,19 @@ class ResNet9(ClassifierModel):
         norm: LayerSpec = "batch",
         logit_scale: float = 0.125,
         global_pool: str = "max",
+        double_conv: bool = False,
         drop_rate: float = 0.0,
         width_mult: float = 1.0,
     ) -> None:
         super().__init__()
         _check_common(num_classes, in_chans, drop_rate, 0.0, width_mult)
         widths = tuple(widths)
-        if len(widths) != 4 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
-            raise ValueError(f"widths must be 4 channel counts >= 1 (prep and three stages), got {widths!r}")
+        if len(widths) != 4 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths[1:]) \
+                or isinstance(widths[0], bool) or not isinstance(widths[0], int) or widths[0] < 0:
+            raise ValueError(f"widths must be 4 channel counts (prep, >= 0 where 0 is none, and three stages >= 1), "
+                             f"got {widths!r}")
+        if not isinstance(double_conv, bool):
+            raise TypeError(f"double_conv must be true or false, got {double_conv!r}")
         stages = tuple(residual_stages)
         if any(s not in (1, 2, 3) for s in stages):
             raise ValueError(f"residual_stages must name stages 1, 2 or 3, got {stages!r}")
@@ -88,23 +97,25 @@ class ResNet9(ClassifierModel):
         self.in_chans = in_chans
         norm_layer = get_norm_layer(norm)
         bias = norm_has_bias(norm_layer)
-        chs = [_scaled(w, width_mult) for w in widths]
-        self.prep = ConvBlock(in_chans, chs[0], False, norm_layer, activation, bias)
+        chs = [_scaled(w, width_mult) if w else in_chans for w in widths]
+        self.prep = ConvBlock(in_chans, chs[0], False, norm_layer, activation, bias) if widths[0] else None
         for i in (1, 2, 3):
             layer = [ConvBlock(chs[i - 1], chs[i], True, norm_layer, activation, bias)]
+            if double_conv:
+                layer.append(ConvBlock(chs[i], chs[i], False, norm_layer, activation, bias))
             if i in stages:
                 layer.append(Residual(chs[i], norm_layer, activation, bias))
             setattr(self, f"layer{i}", nn.Sequential(*layer))
         self.logit_scale = float(logit_scale)
         self.feature_info = FeatureInfo(
-            [FeatureEntry(chs[0], 1, "prep")] + [FeatureEntry(chs[i], 2**i, f"layer{i}") for i in (1, 2, 3)]
+            [FeatureEntry(chs[0], 1, "prep")] * bool(self.prep) + [FeatureEntry(chs[i], 2**i, f"layer{i}") for i in (1, 2, 3)]
         )
         self._make_head(chs[3], num_classes, global_pool, drop_rate)
         self.data_config = make_data_config(in_chans, 32, CIFAR_MEAN, CIFAR_STD, crop_pct=1.0)
         init_conv_and_norm(self)
 
     def stages(self):
-        return [(self.prep,), (self.layer1,), (self.layer2,), (self.layer3,)]
+        return [(self.prep,)] * bool(self.prep) + [(self.layer1,), (self.layer2,), (self.layer3,)]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(self.global_pool(x))
@@ -127,3 +138,9 @@ def resnet9_m(**kwargs) -> ResNet9:
 def resnet9_s(**kwargs) -> ResNet9:
     """ResNet-9 at widths 32-64-128-128 (0.07G MACs): ten CIFAR-10 epochs in about half an hour of 2 CPU cores."""
     return ResNet9(widths=(32, 64, 128, 128), **kwargs)
+
+
+@register_model("resnet9", ResNet9, fixed=("widths", "double_conv", "residual_stages"))
+def resnet9_airbench(**kwargs) -> ResNet9:
+    """airbench94's net (Jordan 2024) in this family: no prep conv, stages of two convs at widths 64-256-256, no residual block (0.12G MACs after a 2x2 whitening layer)."""
+    return ResNet9(widths=(0, 64, 256, 256), double_conv=True, residual_stages=(), **kwargs)
