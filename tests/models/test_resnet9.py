@@ -51,6 +51,8 @@ def test_airbench_layout_has_no_prep_conv_and_two_convs_per_stage():
         assert isinstance(pooled.pool, torch.nn.MaxPool2d) and isinstance(second.pool, torch.nn.Identity)
         assert pooled.conv.out_channels == second.conv.in_channels == second.conv.out_channels == width
     assert model.layer1[0].conv.in_channels == 24  # the whitening layer's 2 x 3 x 2 x 2 channels feed stage 1
+    # airbench94's count: about 118M multiply-adds per 32x32 image (31x31 after the 2x2 whitening)
+    assert round(model_stats("resnet9_airbench", whiten=2)["macs"] / 1e6) == 118
     backbone = create_model("resnet9_airbench", features_only=True)
     maps = backbone(torch.randn(2, 3, 32, 32))
     assert [m.shape[1] for m in maps] == backbone.feature_info.channels() == [64, 256, 256]
