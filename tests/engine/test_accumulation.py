@@ -102,10 +102,9 @@ trainer._ddp.register_comm_hook(None, counting_hook)
 trainer.fit()
 if trainer.dist.rank == 0:
     print(json.dumps({"reductions": len(calls), "weight": trainer.model[1].weight.flatten()[:20].tolist()}), flush=True)
-distributed.cleanup()
 # The interpreter's teardown aborted a rank after its work was done ("terminate called without an
-# active exception", exit -6) in 2 of 8 runs, with or without the process group destroyed: what this
-# test checks is printed by now, so the process ends without that teardown.
+# active exception", exit -6) in 2 of 8 runs, and in 2 of 6 with the process group destroyed first:
+# what this test checks is printed by now, so the process ends without that teardown.
 os._exit(0)
 """
 

@@ -117,10 +117,11 @@ def ema_with_warmup(decay: float):
 
     @torch.no_grad()
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        n = float(num_averaged)
-        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
         if averaged[0].is_floating_point():
-            torch._foreach_lerp_(averaged, current, weight)
+            # The weight stays a tensor on the average's device: reading the count on the host
+            # would make every training step on a GPU wait for it.
+            weight = 1.0 - torch.clamp((1.0 + num_averaged) / (10.0 + num_averaged), max=decay)
+            torch._foreach_lerp_(averaged, current, [weight.to(averaged[0].dtype)] * len(averaged))
         else:  # counters (BatchNorm's num_batches_tracked) are not averaged
             for a, c in zip(averaged, current):
                 a.copy_(c)

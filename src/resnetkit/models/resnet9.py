@@ -83,8 +83,10 @@ class ResNet9(ClassifierModel):
         super().__init__()
         _check_common(num_classes, in_chans, drop_rate, 0.0, width_mult)
         widths = tuple(widths)
-        if len(widths) != 4 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths[1:]) \
-                or isinstance(widths[0], bool) or not isinstance(widths[0], int) or widths[0] < 0:
+        def is_count(w, minimum: int) -> bool:
+            return isinstance(w, int) and not isinstance(w, bool) and w >= minimum
+
+        if len(widths) != 4 or not is_count(widths[0], 0) or not all(is_count(w, 1) for w in widths[1:]):
             raise ValueError(f"widths must be 4 channel counts (prep, >= 0 where 0 is none, and three stages >= 1), "
                              f"got {widths!r}")
         if not isinstance(double_conv, bool):
@@ -97,6 +99,7 @@ class ResNet9(ClassifierModel):
         self.in_chans = in_chans
         norm_layer = get_norm_layer(norm)
         bias = norm_has_bias(norm_layer)
+        # Without a prep conv (width 0) the first stage takes the input's channels.
         chs = [_scaled(w, width_mult) if w else in_chans for w in widths]
         self.prep = ConvBlock(in_chans, chs[0], False, norm_layer, activation, bias) if widths[0] else None
         for i in (1, 2, 3):
