@@ -28,7 +28,11 @@ def test_an_audio_folder_without_a_recipe_gets_the_audio_default(fsdd_subset, tm
     assert (out / "spectrograms.png").is_file()
     # The front end's normalization is the run's: loading it for predict, serve or explain applies it.
     assert config["audio"]["normalize"] == "utterance"
-    assert load_run(out).input_spec.features.normalize == "utterance"
+    features = load_run(out).input_spec.features
+    assert features.normalize == "utterance" and features.top_db == 40.0  # the decibels' floor travels too
+    assert config["augment_args"]["eq_db"] == 12.0
     cmvn = tmp_path / "cmvn"
-    assert main(["train", "--data", str(data), "--epochs", "1", "--quiet", "--out", str(cmvn), "--normalize", "cmvn"]) == 0
-    assert load_run(cmvn).input_spec.features.normalize == "cmvn"
+    assert main(["train", "--data", str(data), "--epochs", "1", "--quiet", "--out", str(cmvn), "--normalize", "cmvn",
+                 "--top-db", "60"]) == 0
+    features = load_run(cmvn).input_spec.features
+    assert features.normalize == "cmvn" and features.top_db == 60.0

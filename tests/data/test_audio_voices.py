@@ -1,4 +1,4 @@
-"""Speaker and channel normalization (CMVN, PCEN) and voice augmentation (VTLP, speed, EQ, mel shifts, mixup)."""
+"""Speaker and channel normalization (CMVN, PCEN) and voice augmentation (VTLP, speed, tempo, EQ, mel shifts, mixup)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from resnetkit.data.audio_augment import (
     random_equalization,
     random_mel_shift,
     speed_perturb,
+    tempo_perturb,
 )
 from resnetkit.data.audio_batches import AudioBatches
 from resnetkit.data.audio_data import AudioDataError, load_noise_bank
@@ -170,6 +171,34 @@ def test_speed_perturbation_scales_frequency_about_the_centre():
             speed_perturb(wave, bad)
 
 
+def test_tempo_stretches_time_and_keeps_the_bands():
+    # A word from frame 20 to 30 of 51 with one spectral shape (a vowel), the rest at the clip's floor (-1).
+    profile = torch.linspace(0.5, 2.0, 8)
+    feats = torch.full((2, 1, 8, 51), -1.0)
+    feats[:, 0, :, 20:31] = profile[:, None]
+    torch.testing.assert_close(tempo_perturb(feats, 1.0), feats)
+    faster, slower = tempo_perturb(feats[:1], 2.0)[0, 0], tempo_perturb(feats[:1], 0.5)[0, 0]
+
+    def active(x):  # the frames where the word is
+        return (x > 0).all(dim=0).nonzero().flatten()
+
+    assert len(active(faster)) < 8 < 11 < len(active(slower))  # a quicker and a slower talker
+    centre = 25
+    assert abs(active(faster).float().mean() - centre) <= 1 and abs(active(slower).float().mean() - centre) <= 1
+    # Pitch and formants stay put (speed perturbation would move them): the word's frames keep its spectral shape.
+    torch.testing.assert_close(slower[:, active(slower)], profile[:, None].expand(-1, len(active(slower))))
+    # Far outside the word, and where a faster clip runs out, the clip's own floor fills in, not 0.
+    assert faster[:, :5].eq(-1.0).all() and tempo_perturb(feats[:1], 3.0)[0, 0, :, 0].eq(-1.0).all()
+    # One factor per example from the range, reproducible by its generator.
+    batch = feats.repeat(16, 1, 1, 1)
+    out = tempo_perturb(batch, (0.8, 1.25), torch.Generator().manual_seed(0))
+    again = tempo_perturb(batch, (0.8, 1.25), torch.Generator().manual_seed(0))
+    assert torch.equal(out, again) and len({int((x > 0).sum()) for x in out}) > 3
+    for bad in ((0.0, 1.2), -1.0):
+        with pytest.raises(ValueError, match="tempo factors must be > 0"):
+            tempo_perturb(feats, bad)
+
+
 def test_equalization_bounds_and_smoothness():
     waves = _speech_like(3)
     torch.testing.assert_close(random_equalization(waves, 0.0), waves, atol=1e-6, rtol=0)
@@ -204,6 +233,9 @@ def test_voice_settings_parse_check_and_round_trip():
         AudioAugmentConfig(vtlp=(0.0, 1.1))
     with pytest.raises(ValueError, match="mel_shift"):
         AudioAugmentConfig(mel_shift=-1)
+    assert AudioAugmentConfig.from_dict({"tempo": [0.8, 1.25]}).to_dict()["tempo"] == [0.8, 1.25]
+    with pytest.raises(ValueError, match="tempo factors must be > 0"):
+        AudioAugmentConfig(tempo=(0.0, 1.25))
     with pytest.raises(ValueError, match="put them under augment_args"):
         FeatureConfig.from_dict({"vtlp": [0.9, 1.1]})
 
@@ -217,10 +249,11 @@ def test_cli_flags_reach_the_front_end_and_augment_args():
     add_arguments(p)
     args = p.parse_args(["--normalize", "cmvn", "--compression", "pcen", "--vtlp", "0.9,1.1", "--speed", "0.95,1.05",
                          "--mel-shift", "1", "--gain-db", "3", "--eq-db", "4", "--mixup", "0.2",
-                         "--noise-dir", "noise", "--freq-masks", "3"])
+                         "--noise-dir", "noise", "--freq-masks", "3", "--tempo", "0.8,1.25", "--top-db", "50"])
     values = config_overrides(args)
-    assert values["audio"] == {"normalize": "cmvn", "compression": "pcen"}
-    assert values["augment_args"] == {"vtlp": [0.9, 1.1], "speed": [0.95, 1.05], "mel_shift": 1, "gain_db": 3.0,
+    assert values["audio"] == {"normalize": "cmvn", "compression": "pcen", "top_db": 50.0}
+    assert values["augment_args"] == {"vtlp": [0.9, 1.1], "speed": [0.95, 1.05], "tempo": [0.8, 1.25], "mel_shift": 1,
+                                      "gain_db": 3.0,
                                       "eq_db": 4.0, "mixup": 0.2, "noise_dir": "noise", "freq_masks": 3}
     cfg = AudioAugmentConfig.from_dict(values["augment_args"])
     assert cfg.gain_db == (-3.0, 3.0) and cfg.speed == (0.95, 1.05)
@@ -249,6 +282,8 @@ def test_batches_with_every_voice_augmentation_are_seeded_and_differ_from_plain(
     plain = [x for x, _ in _batches(AudioAugmentConfig()).epoch(0)]
     vtlp = [x for x, _ in _batches(AudioAugmentConfig(vtlp=(0.85, 1.15))).epoch(0)]
     assert (vtlp[0] - plain[0]).abs().mean() > 0.05
+    tempo = [x for x, _ in _batches(AudioAugmentConfig(tempo=(0.8, 1.25))).epoch(0)]
+    assert (tempo[0] - plain[0]).abs().mean() > 0.05 and torch.isfinite(tempo[0]).all()
 
 
 def test_audio_mixup_targets_are_convex_mixes_of_two_labels():

@@ -101,3 +101,20 @@ def test_the_protocol_takes_the_voice_front_end_and_augmentation(layout):
     assert source.step.noise_bank is not None and len(source.step.noise_bank) == 1
     x, y = next(iter(source.epoch(0)))
     assert x.shape == (32, 1, 40, 101) and torch.isfinite(x).all() and y.max() < 12
+
+
+def test_the_protocol_gets_what_the_default_audio_recipe_sets(layout):
+    """`resnetkit train --data SPEECH_COMMANDS` with no recipe: audio_default's floor and equalization apply."""
+    from resnetkit.data.interface import BatchOptions
+    from resnetkit.engine.config import build_config
+    from resnetkit.engine.run_data import load_data
+
+    config = build_config("audio_default", {"data": str(layout), "in_chans": 1})
+    splits = load_data(config)
+    spec = splits.train.input_spec()
+    assert spec.features.top_db == 40.0 and spec.features.normalize == "utterance"
+    assert spec.keywords == list(SPEECH_COMMANDS_WORDS)
+    augment = splits.train.augment_config(config.augment, config.augment_args)
+    assert augment.eq_db == 12.0 and augment.noise_dir == str(layout / "_background_noise_")
+    x, y = next(iter(splits.train.batches(spec, BatchOptions(train=True, batch_size=32, augment=augment)).epoch(0)))
+    assert x.shape == (32, 1, 40, 51) and torch.isfinite(x).all() and y.max() < 12

@@ -141,11 +141,17 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
                    "(each mel band per clip), dataset (training statistics), none")
     a.add_argument("--compression", choices=COMPRESSIONS,
                    help="db (log-mel in decibels, default) or pcen (per-channel energy normalization)")
+    a.add_argument("--top-db", type=float, metavar="DB",
+                   help="dynamic range of the decibels: bins more than DB below each clip's loudest are raised to "
+                   "that floor, so quiet recording noise (which differs between microphones and speakers) and "
+                   "digital silence look alike (audio_default 40; librosa's 80)")
     a.add_argument("--vtlp", type=_range, metavar="LOW,HIGH",
                    help="vocal-tract length perturbation: warp each clip's mel filterbank by a factor in LOW,HIGH "
                    "(e.g. 0.85,1.15)")
     a.add_argument("--speed", type=_range, metavar="LOW,HIGH", help="speed perturbation: resample clips by a "
                    "factor in LOW,HIGH (e.g. 0.9,1.1)")
+    a.add_argument("--tempo", type=_range, metavar="LOW,HIGH", help="tempo perturbation: each clip's features "
+                   "stretched in time by a factor in LOW,HIGH, pitch kept (e.g. 0.8,1.25)")
     a.add_argument("--mel-shift", type=int, metavar="BANDS", help="shift features up to BANDS mel bands either way")
     a.add_argument("--gain-db", type=_range, metavar="DB|LOW,HIGH", help="random gain in dB (one number g: -g,g)")
     a.add_argument("--eq-db", type=float, metavar="DB", help="random smooth equalization of up to DB dB")
@@ -201,13 +207,13 @@ def _floats(text: str) -> list[float]:
 _MAPPED = {
     "augment_args": {"mixup": "mixup", "cutmix": "cutmix", "auto_augment": "auto_augment",
                      "random_erasing": "random_erasing", "flip_mode": "flip_mode", "pad_mode": "pad_mode",
-                     "vtlp": "vtlp", "speed": "speed", "mel_shift": "mel_shift", "gain_db": "gain_db",
+                     "vtlp": "vtlp", "speed": "speed", "tempo": "tempo", "mel_shift": "mel_shift", "gain_db": "gain_db",
                      "eq_db": "eq_db", "noise_dir": "noise_dir", "noise_snr_db": "noise_snr_db",
                      "freq_masks": "freq_masks", "time_masks": "time_masks"},
     "model_args": {"activation": "activation", "norm": "norm", "width_mult": "width_mult", "drop_rate": "drop_rate",
                    "drop_path_rate": "drop_path_rate", "whiten": "whiten"},
     "audio": {"sample_rate": "sample_rate", "clip_seconds": "duration_s", "features": "kind", "n_mels": "n_mels",
-              "normalize": "normalize", "compression": "compression"},
+              "normalize": "normalize", "compression": "compression", "top_db": "top_db"},
 }
 _CONFIG_FIELDS = {f.name for f in fields(TrainConfig)}
 

@@ -2,7 +2,7 @@
 
 Wave augmentations run first (time shift, speed, gain, equalization, noise), then the
 features are computed (with each example's mel filterbank warped: VTLP) and normalized, then
-shifted along the mel axis, then SpecAugment masks them, then mixup mixes the batch (the
+stretched in time (tempo) and shifted along the mel axis, then SpecAugment masks them, then mixup mixes the batch (the
 audio batch source applies them in that order). Every transform works on a whole batch with per-example
 randomness and no Python loop over the batch.
 
@@ -62,12 +62,13 @@ class AudioAugmentConfig:
     """What to do to each training clip. Zero / None turn a transform off.
 
     Wave augmentations run first (time shift, speed, gain, equalization, noise), then the
-    features are computed (VTLP warps the filterbank) and normalized, shifted along the mel
-    axis, masked by SpecAugment, and mixup mixes the batch.
+    features are computed (VTLP warps the filterbank) and normalized, stretched in time (tempo),
+    shifted along the mel axis, masked by SpecAugment, and mixup mixes the batch.
     """
 
     time_shift_s: float = 0.0  # shift each clip by up to this many seconds either way (zeros fill in)
     speed: Optional[Range] = None  # resample each clip by a factor from this range (tempo and pitch; Ko et al. 2015)
+    tempo: Optional[Range] = None  # stretch each clip's features in time by a factor from this range (pitch kept)
     vtlp: Optional[Range] = None  # warp each clip's mel filterbank by a factor from this range (Jaitly & Hinton 2013)
     mel_shift: int = 0  # shift each clip's features by up to this many mel bands either way (zeros fill in)
     gain_db: Optional[Range] = None  # random gain range in dB; one number g means (-g, g)
@@ -84,7 +85,7 @@ class AudioAugmentConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "gain_db", _optional_range(self.gain_db, "gain_db", symmetric=True))
         object.__setattr__(self, "noise_snr_db", _optional_range(self.noise_snr_db, "noise_snr_db", symmetric=False))
-        for name in ("speed", "vtlp"):
+        for name in ("speed", "tempo", "vtlp"):
             factors = _optional_range(getattr(self, name), name, symmetric=False)
             if factors is not None and not factors[0] > 0:
                 raise ValueError(f"{name} factors must be > 0, got {list(factors)}")
@@ -106,7 +107,7 @@ class AudioAugmentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        for key in ("gain_db", "noise_snr_db", "speed", "vtlp"):
+        for key in ("gain_db", "noise_snr_db", "speed", "tempo", "vtlp"):
             d[key] = list(d[key]) if d[key] is not None else None
         return d
 
@@ -385,6 +386,32 @@ def add_bank_noise(
     return add_noise(waves, noise, snr)
 
 
+def _stretch_about_centre(x: torch.Tensor, factors: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """``out[..., t] = x[..., c + (t - c) * factor]`` along the last axis, by linear interpolation.
+
+    ``x`` is ``(N, ..., L)``, ``factors`` and ``fill`` are ``(N,)``: one factor per example
+    (> 1 plays it faster, so it ends sooner), and ``fill`` where a position falls outside it.
+    """
+    n, length = x.shape[0], x.shape[-1]
+    flat = x.reshape(n, -1, length)
+    centre = (length - 1) / 2
+    positions = centre + (torch.arange(length, device=x.device, dtype=torch.float32) - centre) * factors[:, None]
+    left = positions.floor()
+    frac = (positions - left).to(x.dtype)[:, None, :]
+    left = left.long()
+    lo = flat.gather(2, left.clamp(0, length - 1)[:, None, :].expand_as(flat))
+    hi = flat.gather(2, (left + 1).clamp(0, length - 1)[:, None, :].expand_as(flat))
+    out = lo + (hi - lo) * frac
+    inside = ((positions >= 0) & (positions <= length - 1))[:, None, :]
+    return torch.where(inside, out, fill.to(x.dtype)[:, None, None]).reshape(x.shape)
+
+
+def _check_factors(value: Union[float, Range], name: str) -> None:
+    low = as_range(value, name)[0] if isinstance(value, (tuple, list)) else check_float(value, name)
+    if not low > 0:
+        raise ValueError(f"{name} factors must be > 0, got {value!r}")
+
+
 def speed_perturb(
     waves: torch.Tensor,
     speed: Union[float, Range] = (0.9, 1.1),
@@ -398,21 +425,27 @@ def speed_perturb(
     the band.
     """
     waves = check_batch(waves, "waves", (2,))
-    low = as_range(speed, "speed")[0] if isinstance(speed, (tuple, list)) else check_float(speed, "speed")
-    if not low > 0:
-        raise ValueError(f"speed factors must be > 0, got {speed!r}")
-    n, length = waves.shape
-    factors = _sample_range(speed, "speed", n, generator, waves.device)
-    centre = (length - 1) / 2
-    positions = centre + (torch.arange(length, device=waves.device, dtype=torch.float32) - centre) * factors[:, None]
-    left = positions.floor()
-    frac = (positions - left).to(waves.dtype)
-    left = left.long()
-    lo = waves.gather(1, left.clamp(0, length - 1))
-    hi = waves.gather(1, (left + 1).clamp(0, length - 1))
-    out = lo + (hi - lo) * frac
-    inside = (positions >= 0) & (positions <= length - 1)
-    return out * inside.to(waves.dtype)
+    _check_factors(speed, "speed")
+    factors = _sample_range(speed, "speed", waves.shape[0], generator, waves.device)
+    return _stretch_about_centre(waves, factors, torch.zeros(waves.shape[0], device=waves.device))
+
+
+def tempo_perturb(
+    features: torch.Tensor,
+    tempo: Union[float, Range] = (0.8, 1.25),
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Say each ``(N, C, F, T)`` example ``factor`` times faster: its frames stretched in time, its bands kept.
+
+    Unlike :func:`speed_perturb` the pitch and formants stay where they are: only the speaking
+    rate changes, as between a quick and a slow talker. Frames are interpolated about the
+    centre (``out[t] = x[c + (t - c) * factor]``); where a faster clip ends early, each
+    example's own minimum fills in (its silence floor, after any normalization).
+    """
+    features = check_batch(features, "features", (4,))
+    _check_factors(tempo, "tempo")
+    factors = _sample_range(tempo, "tempo", features.shape[0], generator, features.device)
+    return _stretch_about_centre(features, factors, features.amin(dim=(1, 2, 3)))
 
 
 def random_equalization(

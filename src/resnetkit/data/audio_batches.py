@@ -17,6 +17,7 @@ from .audio_augment import (
     sample_factors,
     spec_augment,
     speed_perturb,
+    tempo_perturb,
 )
 from .audio_io import fix_length_batch
 from .batching import BatchSource
@@ -27,10 +28,10 @@ class AudioDeviceStep:
     """What becomes of a batch of waves on the device: augmentation, features, SpecAugment, mixup.
 
     Order: wave augmentations (time shift, speed, gain, equalization, noise), features
-    (filterbanks warped by VTLP) and their normalization (the spec's front end), shifts along
-    the mel axis, SpecAugment masks, mixup. Shared by the in-memory source below and the
-    streaming shard source (:mod:`.shards`); ``generator`` draws the augmentation (the owning
-    source's, saved in its checkpoints).
+    (filterbanks warped by VTLP) and their normalization (the spec's front end), time
+    stretches (tempo), shifts along the mel axis, SpecAugment masks, mixup. Shared by the
+    in-memory source below and the streaming shard source (:mod:`.shards`); ``generator``
+    draws the augmentation (the owning source's, saved in its checkpoints).
     """
 
     def __init__(self, spec, options: BatchOptions, num_classes: int, generator: torch.Generator,
@@ -79,6 +80,8 @@ class AudioDeviceStep:
                     warp = sample_factors(cfg.vtlp, waves.shape[0], self.generator, waves.device)
             # Only training warps; an exported file's spec (waves in, no features) is never trained.
             x = self.frontend(waves) if warp is None else self.frontend(waves, warp)
+            if cfg is not None and cfg.tempo is not None:
+                x = tempo_perturb(x, cfg.tempo, self.generator)
             if cfg is not None and cfg.mel_shift > 0:
                 x = random_mel_shift(x, cfg.mel_shift, self.generator)
             if cfg is not None and cfg.masks:
