@@ -2,9 +2,9 @@
 
 Wave augmentations run first (time shift, speed, gain, equalization, noise), then the
 features are computed (with each example's mel filterbank warped: VTLP) and normalized, then
-stretched in time (tempo) and shifted along the mel axis, then SpecAugment masks them, then mixup mixes the batch (the
-audio batch source applies them in that order). Every transform works on a whole batch with per-example
-randomness and no Python loop over the batch.
+stretched in time (tempo) and shifted along the mel axis, then SpecAugment masks them, then
+mixup mixes the batch (the audio batch source applies them in that order). Every transform
+works on a whole batch with per-example randomness and no Python loop over the batch.
 
 Random functions take an optional ``torch.Generator``. Random numbers are drawn on the
 generator's device and then moved to the data, so a seeded CPU generator gives the same

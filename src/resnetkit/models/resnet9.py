@@ -110,15 +110,15 @@ class ResNet9(ClassifierModel):
                 layer.append(Residual(chs[i], norm_layer, activation, bias))
             setattr(self, f"layer{i}", nn.Sequential(*layer))
         self.logit_scale = float(logit_scale)
-        self.feature_info = FeatureInfo(
-            [FeatureEntry(chs[0], 1, "prep")] * (self.prep is not None) + [FeatureEntry(chs[i], 2**i, f"layer{i}") for i in (1, 2, 3)]
-        )
+        prep_entry = [FeatureEntry(chs[0], 1, "prep")] if self.prep is not None else []
+        self.feature_info = FeatureInfo(prep_entry + [FeatureEntry(chs[i], 2**i, f"layer{i}") for i in (1, 2, 3)])
         self._make_head(chs[3], num_classes, global_pool, drop_rate)
         self.data_config = make_data_config(in_chans, 32, CIFAR_MEAN, CIFAR_STD, crop_pct=1.0)
         init_conv_and_norm(self)
 
     def stages(self):
-        return [(self.prep,)] * (self.prep is not None) + [(self.layer1,), (self.layer2,), (self.layer3,)]
+        prep = [(self.prep,)] if self.prep is not None else []
+        return prep + [(self.layer1,), (self.layer2,), (self.layer3,)]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(self.global_pool(x))
@@ -145,5 +145,8 @@ def resnet9_s(**kwargs) -> ResNet9:
 
 @register_model("resnet9", ResNet9, fixed=("widths", "double_conv", "residual_stages"))
 def resnet9_airbench(**kwargs) -> ResNet9:
-    """airbench94's net (Jordan 2024) in this family: no prep conv, stages of two convs at widths 64-256-256, no residual block (118M MACs behind its 2x2 whitening layer, as airbench counts; 134M without)."""
+    """airbench94's net (Jordan 2024) in this family: no prep conv, stages of two convs at widths 64-256-256.
+
+    No residual block; 118M MACs behind its 2x2 whitening layer, as airbench counts (134M without).
+    """
     return ResNet9(widths=(0, 64, 256, 256), double_conv=True, residual_stages=(), **kwargs)
