@@ -32,15 +32,34 @@ def test_time_budget_is_refitted_when_later_epochs_run_slower(tmp_path, monkeypa
     assert summary.history[-1]["lr"] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_time_budget_grows_back_after_a_slow_first_epoch(tmp_path, monkeypatch):
+    # A slow first epoch (0.6 s: the run's one-off costs) alone fits 2 epochs into 1.5 s; at
+    # 0.15 s for each of the others 7 fit (0.6 + 6 * 0.15 = 1.5 s), and the run trains them.
+    _fake_epoch_seconds(monkeypatch, [0.6] + [0.15] * 49)
+    summary = train(TrainConfig(data="digits", epochs=50, time_budget_min=0.025, quiet=True, out=str(tmp_path / "b")))
+    assert len(summary.history) == 7
+    assert summary.history[-1]["lr"] == pytest.approx(0.0, abs=1e-9)  # annealed at the new end
+
+
+def test_time_budget_grows_no_further_than_the_configured_epochs(tmp_path, monkeypatch):
+    _fake_epoch_seconds(monkeypatch, [0.6] + [0.01] * 49)  # over a hundred would fit
+    summary = train(TrainConfig(data="digits", epochs=5, time_budget_min=0.025, quiet=True, out=str(tmp_path / "b")))
+    assert len(summary.history) == 5
+
+
 @pytest.mark.parametrize("seconds, budget, expected", [
     ([10.0], 100.0, 10),              # the first epoch alone: budget // epoch
-    ([10.0, 30.0], 100.0, 5),         # slower since: 60 s left at the mean of 20 s
-    ([30.0, 10.0], 100.0, 5),         # faster since: the same mean, the same count
+    ([10.0, 30.0], 100.0, 4),         # slower since: 60 s left at the 30 s of the epochs after the first
+    ([30.0, 10.0], 100.0, 8),         # faster since: 60 s left at 10 s
+    ([30.0, 10.0, 20.0], 100.0, 5),   # the mean of the epochs after the first: 15 s
     ([50.0, 60.0], 100.0, 2),         # already over: no epoch more
-    ([0.0], 100.0, 1 + int(100 // 1e-9)),  # an instant epoch does not divide by zero
 ])
 def test_epochs_within_budget(seconds, budget, expected):
     assert epochs_within_budget(seconds, budget) == expected
+
+
+def test_an_instant_epoch_does_not_divide_by_zero():
+    assert epochs_within_budget([0.0], 100.0) > 10**10  # capped by the configured epochs in the trainer
 
 
 def test_epochs_within_budget_needs_an_epoch():

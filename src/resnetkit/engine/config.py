@@ -69,7 +69,7 @@ class TrainConfig:
     # Optimization.
     epochs: int = 30
     max_steps: Optional[int] = None  # stop after this many optimizer steps (overrides epochs)
-    time_budget_min: Optional[float] = None  # wall-clock budget: epochs are cut to what fits, re-fitted after each epoch
+    time_budget_min: Optional[float] = None  # wall-clock budget: the epochs that fit (at most `epochs`), re-fitted after each epoch
     stop_after_min: Optional[float] = None  # this process stops with a checkpoint after this long; resume continues
     batch_size: int = 128
     optimizer: str = "sgd"
