@@ -31,6 +31,7 @@ def test_an_audio_folder_without_a_recipe_gets_the_audio_default(fsdd_subset, tm
     features = load_run(out).input_spec.features
     assert features.normalize == "utterance" and features.top_db == 40.0  # the decibels' floor travels too
     assert config["augment_args"]["eq_db"] == 12.0
+    assert config["label_smoothing"] == pytest.approx(0.1)
     cmvn = tmp_path / "cmvn"
     assert main(["train", "--data", str(data), "--epochs", "1", "--quiet", "--out", str(cmvn), "--normalize", "cmvn",
                  "--top-db", "60"]) == 0
