@@ -47,6 +47,52 @@ def test_time_budget_grows_no_further_than_the_configured_epochs(tmp_path, monke
     assert len(summary.history) == 5
 
 
+DDP_BUDGET = """
+import json, os
+import torch
+from torch import nn
+from resnetkit import TrainConfig, Trainer
+from resnetkit.data.tensors import TensorData
+from resnetkit.runtime import distributed
+
+distributed.init_distributed("cpu")
+rank = distributed.current().rank
+# Each rank sees other epoch durations: rank 0 a slow first epoch and fast ones after (7 of 20
+# fit in 1.5 s), rank 1 slow ones throughout (2 fit). Every rank must train rank 0's count.
+durations = [0.6] + [0.15] * 19 if rank == 0 else [0.6] * 20
+fit_to_budget = Trainer._fit_to_budget
+Trainer._fit_to_budget = lambda self, seconds: fit_to_budget(self, durations[: len(seconds)])
+g = torch.Generator().manual_seed(0)
+x, y = torch.randn(128, 1, 8, 8, generator=g), torch.randint(0, 10, (128,), generator=g)
+torch.manual_seed(0)
+config = TrainConfig(batch_size=32, epochs=20, time_budget_min=0.025, lr=0.1, device="cpu", amp="off",
+                     channels_last=False, quiet=True, augment="none")
+trainer = Trainer(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), TensorData(x, y), None, config)
+trainer.fit()
+print(json.dumps({"rank": rank, "epochs": len(trainer.history), "lr": trainer.history[-1]["lr"]}), flush=True)
+os._exit(0)  # what is checked is printed; skip the teardown that can abort a rank (test_accumulation.py)
+"""
+
+
+@pytest.mark.slow
+def test_every_rank_trains_the_count_that_rank_0_fits(tmp_path):
+    import json
+    import os
+    import sys
+
+    from resnetkit.testing.processes import run_with_deadline
+
+    script = tmp_path / "budget.py"
+    script.write_text(DDP_BUDGET)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29643", str(script)]
+    done = run_with_deadline(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path, timeout=180)
+    assert not done.timed_out and done.returncode == 0, done.stderr[-3000:]
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert sorted(r["rank"] for r in results) == [0, 1]
+    assert [r["epochs"] for r in results] == [7, 7]  # grown back from 2 on rank 0's durations
+    assert all(r["lr"] == pytest.approx(0.0, abs=1e-9) for r in results)
+
+
 @pytest.mark.parametrize("seconds, budget, expected", [
     ([10.0], 100.0, 10),              # the first epoch alone: budget // epoch
     ([10.0, 30.0], 100.0, 4),         # slower since: 60 s left at the 30 s of the epochs after the first
