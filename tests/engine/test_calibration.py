@@ -54,6 +54,18 @@ def test_the_temperature_minimises_the_nll():
     assert 2.5 < t < 6
 
 
+def test_no_temperature_is_fitted_when_every_validation_sample_is_right(caplog):
+    g = torch.Generator().manual_seed(2)
+    labels = torch.randint(0, 10, (500,), generator=g)
+    logits = torch.randn(500, 10, generator=g)
+    logits[torch.arange(500), labels] += 6.0  # every arg-max right
+    caplog.set_level("INFO")
+    assert fit_temperature(logits, labels) == 1.0  # not the search's bound, 0.05
+    assert "every one of the 500 validation samples is right" in caplog.text
+    logits[0] = -logits[0]  # one mistake: the fit is bounded again and sharpens these under-confident logits
+    assert 0.05 < fit_temperature(logits, labels) < 1.0
+
+
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     """resnet20 on the embedded digits (real scans), 2 epochs: calibrated at the end by default."""
