@@ -60,6 +60,12 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C (or ``request_stop``) after a checkpoint was written; the message says where."""
 
 
+def steady_epoch_seconds(epoch_seconds: Sequence[float]) -> float:
+    """The mean duration of the epochs after the first (the first alone while it is the only one)."""
+    steady = epoch_seconds[1:] or epoch_seconds
+    return float(sum(steady)) / len(steady)
+
+
 def epochs_within_budget(epoch_seconds: Sequence[float], budget_seconds: float) -> int:
     """How many epochs in all fit ``budget_seconds``, given the durations of those done so far.
 
@@ -73,8 +79,7 @@ def epochs_within_budget(epoch_seconds: Sequence[float], budget_seconds: float) 
     if done == 0:
         raise ValueError("the budget is fitted after an epoch: no epoch durations given")
     spent = float(sum(epoch_seconds))
-    steady = epoch_seconds[1:] if done > 1 else epoch_seconds
-    mean = max(float(sum(steady)) / len(steady), 1e-9)
+    mean = max(steady_epoch_seconds(epoch_seconds), 1e-9)
     # A nanosecond's slack, so that sums of durations rounded in binary do not lose an epoch that fits exactly.
     return done + max(0, int((budget_seconds - spent + 1e-9) // mean))
 
@@ -474,9 +479,8 @@ class Trainer:
             epochs_within_budget(epoch_seconds, 60 * self.config.time_budget_min) if self.dist.is_main else None)
         total = min(self.planned_steps, max(fit * self.steps_per_epoch, self.global_step))
         if total != self.total_steps:
-            steady = epoch_seconds[1:] or epoch_seconds
             log.info("time budget %.1f min: %d epoch(s) at %.1f s each fit (%d done); training %d instead of %d",
-                     self.config.time_budget_min, fit, sum(steady) / len(steady), len(epoch_seconds),
+                     self.config.time_budget_min, fit, steady_epoch_seconds(epoch_seconds), len(epoch_seconds),
                      math.ceil(total / self.steps_per_epoch), self.epochs)
             self.total_steps, self.epochs = total, math.ceil(total / self.steps_per_epoch)
 
