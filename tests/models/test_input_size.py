@@ -62,12 +62,14 @@ def test_check_input_size_other_cases():
         min_input_size(torch.nn.Conv2d(3, 3, 3))
 
 
-def test_instance_norm_models_pass_the_size_check():
-    # InstanceNorm refuses a 1x1 map with a ValueError ("Expected more than 1 spatial element"), not the
-    # RuntimeError of a too-small conv. The search treats it as "does not fit" in that probe, so a model
-    # built with norm="instance" trains instead of failing in the trainer's size check.
+@pytest.mark.parametrize("norm", ["instance", "group"])
+def test_instance_and_group_norm_models_pass_the_size_check(norm):
+    # InstanceNorm refuses a 1x1 map with a ValueError ("Expected more than 1 spatial element"), and so
+    # does GroupNorm with one channel per group ("... value per channel"), not the RuntimeError of a
+    # too-small conv. The search treats them as "does not fit" in that probe, so a model built with
+    # such a norm trains instead of failing in the trainer's size check.
     for in_chans, size in ((1, (40, 51)), (3, (32, 32))):
-        model = create_model("resnet20", norm="instance", in_chans=in_chans)
+        model = create_model("resnet20", norm=norm, in_chans=in_chans)
         check_input_size(model, (in_chans, *size))
         assert model.training
         model(torch.randn(2, in_chans, *size)).sum().backward()

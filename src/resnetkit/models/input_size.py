@@ -28,8 +28,10 @@ def _fits(model: nn.Module, state: dict[str, torch.Tensor], in_chans: int, heigh
         functional_call(model, state, (x,))
     except RuntimeError:  # "Output size is too small", "Kernel size can't be greater than input"
         return False
-    except ValueError as error:  # InstanceNorm on a 1x1 map: "Expected more than 1 spatial element"
-        if "spatial element" not in str(error):
+    except ValueError as error:
+        # InstanceNorm on a 1x1 map ("Expected more than 1 spatial element") and GroupNorm with one
+        # channel per group ("Expected more than 1 value per channel") refuse too small an input.
+        if "Expected more than 1" not in str(error):
             raise
         return False
     return True
