@@ -74,6 +74,18 @@ def test_per_label_temperatures_lower_the_calibration_error_of_an_overconfident_
         assert nll(t) <= min(nll(t * 1.05), nll(t / 1.05))
 
 
+def test_a_label_right_on_every_validation_sample_keeps_temperature_one(caplog):
+    g = torch.Generator().manual_seed(0)
+    targets = (torch.rand(300, 2, generator=g) < 0.4).float()
+    logits = (2 * targets - 1) * (1 + torch.rand(300, 2, generator=g))  # both labels perfectly separated
+    logits[:5, 1] *= -1  # label 1: five mistakes, so its temperature is a real, bounded fit
+    with caplog.at_level("INFO", logger="resnetkit.engine.multilabel"):
+        temperatures = fit_label_temperatures(logits, targets)
+    assert temperatures[0] == 1.0  # not the search's bound, 0.05
+    assert 0.1 < temperatures[1] < 1.0
+    assert "1 of 2 labels are right on every validation sample" in caplog.text
+
+
 def test_thresholds_maximise_each_labels_f1():
     from sklearn.metrics import f1_score
 

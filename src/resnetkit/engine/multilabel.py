@@ -22,6 +22,7 @@ the same on every process.
 
 from __future__ import annotations
 
+import logging
 from typing import Optional, Sequence
 
 import torch
@@ -30,6 +31,8 @@ from torch.nn import functional as F
 from ..runtime import distributed
 from .calibration import search_temperatures
 from .metrics import ECE_BINS, reliability_summary
+
+log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -81,7 +84,12 @@ def gather(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def fit_label_temperatures(logits: torch.Tensor, targets: torch.Tensor) -> list[float]:
-    """One temperature per label minimising that label's validation BCE (golden section on log T, all labels at once)."""
+    """One temperature per label minimising that label's validation BCE (golden section on log T, all labels at once).
+
+    A label that every validation sample gets right (each logit on its target's side of 0) keeps
+    1.0: its BCE falls without end as T falls, so the search would end on its bound (0.05, every
+    probability 0 or 1), as single-label calibration would on a perfect split.
+    """
     k = logits.shape[1] if logits.ndim == 2 else 0
     logits, targets = gather(logits.float()), gather(targets.float())
     if not len(targets) or not k:
@@ -91,7 +99,13 @@ def fit_label_temperatures(logits: torch.Tensor, targets: torch.Tensor) -> list[
     def nll(log_t: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(logits / log_t.exp(), hard, reduction="none").sum(0)
 
-    return search_temperatures(nll, k, logits.device).tolist()
+    temperatures = search_temperatures(nll, k, logits.device)
+    separated = ((logits > 0) == hard.bool()).all(dim=0)
+    if bool(separated.any()):
+        log.info("calibration: %d of %d labels are right on every validation sample, so no temperature can be "
+                 "fitted for them (the likelihood grows without end as T falls); they keep T = 1",
+                 int(separated.sum()), k)
+    return torch.where(separated, torch.ones_like(temperatures), temperatures).tolist()
 
 
 def probabilities(logits: torch.Tensor, temperature: float | Sequence[float] = 1.0) -> torch.Tensor:
