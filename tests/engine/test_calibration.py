@@ -122,7 +122,8 @@ def test_predict_evaluate_and_exports_use_the_temperature(digits_run, tmp_path):
     expected = (logits / t).softmax(1)[0]
     top = loaded.predict([image], top_k=1)[0]["top_k"][0]
     assert top["probability"] == pytest.approx(float(expected.max()), rel=1e-4)
-    assert not math.isclose(top["probability"], float(logits.softmax(1).max()), rel_tol=1e-3)
+    # Compared on the probability left to the other classes: a sure digit is 0.9997 or 0.99999 either way.
+    assert not math.isclose(1 - top["probability"], 1 - float(logits.softmax(1).max()), rel_tol=0.1)
 
     report = export_run(run, fmt="onnx", out=tmp_path / "model.onnx")
     exported = load_model(report.path)
