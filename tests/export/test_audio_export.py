@@ -106,11 +106,12 @@ def test_a_waveform_export_keeps_every_setting_of_the_spec(tmp_path, fmt):
 
 @pytest.mark.parametrize("fmt, settings", [
     ("onnx", {"normalize": "cmvn"}),
+    ("onnx", {"preemphasis": 0.97, "top_db": 40.0}),
     ("onnx", {"normalize": "cmvn", "compression": "pcen"}),
     ("pt2", {"normalize": "cmvn", "compression": "pcen"}),
 ])
 def test_the_speaker_normalizing_front_end_exports_inside_the_waveform_graph(audio_data, tmp_path, fmt, settings):
-    """CMVN and PCEN are part of the front end: the file maps waves to the same logits as PyTorch does."""
+    """CMVN, PCEN and pre-emphasis are part of the front end: the file maps waves to the same logits as PyTorch."""
     from resnetkit import create_model
     from resnetkit.data import AudioInputSpec
     from resnetkit.data.audio_features import FeatureConfig

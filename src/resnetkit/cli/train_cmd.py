@@ -145,6 +145,9 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
                    help="dynamic range of the decibels: bins more than DB below each clip's loudest are raised to "
                    "that floor, so quiet recording noise (which differs between microphones and speakers) and "
                    "digital silence look alike (audio_default 40; librosa's 80)")
+    a.add_argument("--preemphasis", type=float, metavar="P",
+                   help="pre-emphasis y[n] = x[n] - P x[n-1] before the spectrogram (0.97 in most speech front "
+                   "ends; 0 is off): consonants rise above the top-db floor")
     a.add_argument("--vtlp", type=_range, metavar="LOW,HIGH",
                    help="vocal-tract length perturbation: warp each clip's mel filterbank by a factor in LOW,HIGH "
                    "(e.g. 0.85,1.15)")
@@ -213,7 +216,8 @@ _MAPPED = {
     "model_args": {"activation": "activation", "norm": "norm", "width_mult": "width_mult", "drop_rate": "drop_rate",
                    "drop_path_rate": "drop_path_rate", "whiten": "whiten"},
     "audio": {"sample_rate": "sample_rate", "clip_seconds": "duration_s", "features": "kind", "n_mels": "n_mels",
-              "normalize": "normalize", "compression": "compression", "top_db": "top_db"},
+              "normalize": "normalize", "compression": "compression", "top_db": "top_db",
+              "preemphasis": "preemphasis"},
 }
 _CONFIG_FIELDS = {f.name for f in fields(TrainConfig)}
 
